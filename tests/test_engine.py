@@ -1,0 +1,344 @@
+"""Tests for chess_env.engine: Stockfish discovery and StockfishPool.
+
+python-chess's own UCI client is the oracle for scores; fault tolerance is tested with real signals
+(SIGKILL, SIGSTOP) on real engine processes and with tiny fake "engines" written as shell scripts.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import chess
+import chess.engine
+import pytest
+
+from chess_env import engine as engine_mod
+from chess_env.engine import EngineError, EngineNotFoundError, StockfishPool, find_stockfish
+
+try:
+    STOCKFISH = find_stockfish()
+except EngineNotFoundError:  # the discovery tests below still run
+    STOCKFISH = None
+needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
+
+
+def random_boards(n: int, seed: int) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play, move counters normalised to ``0 1``.
+
+    The pool never sends the counters (it sends the EPD plus ``0 1``) because Stockfish's evaluation
+    looks at the 50-move counter; normalising them here lets python-chess send the same position.
+    """
+    rng = random.Random(seed)
+    boards, seen = [], set()
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randint(4, 40)):
+            board.push(rng.choice(list(board.legal_moves)))
+            if board.is_game_over():
+                break
+        if not board.is_game_over() and board._transposition_key() not in seen:
+            seen.add(board._transposition_key())
+            boards.append(chess.Board(board.epd() + " 0 1"))
+    return boards
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists, zombies included (a reaped child has no /proc entry)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with StockfishPool(processes=2) as p:
+        yield p
+
+
+# -- discovery ---------------------------------------------------------------------------------------
+
+
+def test_bad_path_is_named(tmp_path):
+    bad = tmp_path / "no-such-stockfish"
+    with pytest.raises(EngineNotFoundError, match="no-such-stockfish"):
+        find_stockfish(bad)
+    with pytest.raises(EngineNotFoundError, match="no-such-stockfish"):
+        StockfishPool(processes=1, path=bad)
+
+
+def test_missing_engine_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.delenv("STOCKFISH_PATH", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(engine_mod, "DEBIAN_STOCKFISH", str(tmp_path / "stockfish"))
+    with pytest.raises(EngineNotFoundError, match="apt-get install"):
+        find_stockfish()
+
+
+# -- scores ------------------------------------------------------------------------------------------
+
+
+@needs_stockfish
+@pytest.mark.parametrize("limit", [chess.engine.Limit(depth=6), chess.engine.Limit(nodes=3000)], ids=["depth", "nodes"])
+def test_pool_matches_python_chess(pool, limit):
+    boards = random_boards(12, seed=1)
+    with chess.engine.SimpleEngine.popen_uci(STOCKFISH) as oracle:
+        oracle.configure({"Threads": 1, "Hash": pool.hash_mb})
+        # A fresh `game` makes python-chess send ucinewgame before each search, as the pool does.
+        expected = [oracle.analyse(b, limit, game=object())["score"] for b in boards]
+    assert pool.evaluate(boards, limit) == expected
+
+
+@needs_stockfish
+def test_deterministic_whatever_was_searched_before_and_wherever():
+    limit = chess.engine.Limit(depth=9)
+    boards = random_boards(16, seed=2)
+    with StockfishPool(processes=1, cache_size=0) as single:
+        reference = single.evaluate(boards, limit)
+    with StockfishPool(processes=2, cache_size=0) as p:
+        # Fill the processes' hash and history tables with other searches, then search in reverse order
+        # so that each position most likely lands on a different process with a different past.
+        p.evaluate(random_boards(8, seed=3), chess.engine.Limit(depth=10))
+        assert p.evaluate(boards[::-1], limit)[::-1] == reference
+        assert p.evaluate(boards, limit) == reference
+
+
+@needs_stockfish
+@pytest.mark.parametrize(
+    ("fen", "expected"),
+    [
+        ("6k1/8/6K1/8/8/8/8/R7 w - - 0 1", chess.engine.PovScore(chess.engine.Mate(+1), chess.WHITE)),
+        ("7K/8/6k1/8/8/8/8/r7 b - - 0 1", chess.engine.PovScore(chess.engine.Mate(+1), chess.BLACK)),
+        ("7k/8/6K1/8/8/8/8/R7 b - - 0 1", chess.engine.PovScore(chess.engine.Mate(-1), chess.BLACK)),
+    ],
+    ids=["white-mates", "black-mates", "black-is-mated"],
+)
+def test_mate_scores_from_side_to_move(pool, fen, expected):
+    score = pool.evaluate_one(chess.Board(fen), chess.engine.Limit(depth=6))
+    assert score == expected
+    assert score.white() == expected.white()  # PovScore equality compares the white view; be explicit
+
+
+@needs_stockfish
+def test_cache_key_separates_en_passant_and_castling_but_not_move_counters():
+    limit = chess.engine.Limit(depth=1)
+    with StockfishPool(processes=1) as p:
+        # A legal en-passant capture (exd6) and castling rights change the position; the move counters
+        # are not sent to the engine, so they share one entry.
+        p.evaluate(
+            [
+                chess.Board("4k3/8/8/3pP3/8/8/8/4K3 w - d6 0 1"),
+                chess.Board("4k3/8/8/3pP3/8/8/8/4K3 w - - 0 1"),
+                chess.Board("r3k3/8/8/8/8/8/8/4K2R w Kq - 0 1"),
+                chess.Board("r3k3/8/8/8/8/8/8/4K2R w - - 0 1"),
+                chess.Board("r3k3/8/8/8/8/8/8/4K2R w - - 37 60"),
+            ],
+            limit,
+        )
+        assert (p.cache_misses, p.cache_hits, p.engine_calls) == (4, 1, 4)
+
+
+# -- cache -------------------------------------------------------------------------------------------
+
+
+@needs_stockfish
+def test_cache_hits_return_the_same_scores_and_counters_move():
+    boards = random_boards(6, seed=4)
+    limit = chess.engine.Limit(depth=4)
+    with StockfishPool(processes=2, cache_size=100) as p:
+        first = p.evaluate(boards + [boards[0].copy()], limit)  # a duplicate in the batch is searched once
+        assert (p.cache_misses, p.cache_hits, p.engine_calls) == (6, 1, 6)
+        assert first[-1] == first[0]
+        assert p.evaluate(boards, limit) == first[:6]
+        assert (p.cache_misses, p.cache_hits, p.engine_calls) == (6, 7, 6)
+        assert p.cache_hit_rate == pytest.approx(7 / 13)
+        # The limit is part of the key.
+        p.evaluate(boards[:2], chess.engine.Limit(depth=5))
+        assert (p.cache_misses, p.engine_calls) == (8, 8)
+        p.clear_cache()
+        assert p.evaluate(boards[:1], limit) == first[:1]
+        assert (p.cache_misses, p.engine_calls) == (9, 9)
+
+
+@needs_stockfish
+def test_cache_is_lru_and_size_zero_disables_it():
+    boards = random_boards(3, seed=5)
+    limit = chess.engine.Limit(depth=2)
+    with StockfishPool(processes=1, cache_size=2) as p:
+        p.evaluate(boards[:2], limit)
+        p.evaluate(boards[:1], limit)  # touch 0: 1 becomes the least recently used
+        p.evaluate(boards[2:], limit)  # evicts 1
+        calls = p.engine_calls
+        p.evaluate(boards[:1] + boards[2:], limit)
+        assert p.engine_calls == calls
+        p.evaluate(boards[1:2], limit)
+        assert p.engine_calls == calls + 1
+    with StockfishPool(processes=1, cache_size=0) as p:
+        p.evaluate(boards[:1] * 3, limit)
+        p.evaluate(boards[:1], limit)
+        assert (p.cache_hits, p.cache_misses, p.engine_calls) == (0, 4, 4)
+
+
+# -- input validation --------------------------------------------------------------------------------
+
+
+@needs_stockfish
+@pytest.mark.parametrize(
+    "fen",
+    [
+        "rnb1kbnr/pppp1ppp/8/4p3/6Pq/5P2/PPPPP2P/RNBQKBNR w KQkq - 1 3",  # checkmate
+        "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1",  # stalemate
+        "8/8/8/8/8/8/8/K7 w - - 0 1",  # no black king
+    ],
+    ids=["checkmate", "stalemate", "invalid"],
+)
+def test_unsearchable_positions_raise_naming_the_fen(pool, fen):
+    calls = pool.engine_calls
+    with pytest.raises(ValueError, match=fen.split()[0]):
+        pool.evaluate([chess.Board(), chess.Board(fen)], chess.engine.Limit(depth=1))
+    assert pool.engine_calls == calls  # validated before anything is sent
+
+
+@needs_stockfish
+def test_bad_limits_and_empty_batch(pool):
+    assert pool.evaluate([], chess.engine.Limit(depth=1)) == []
+    with pytest.raises(ValueError, match="time"):
+        pool.evaluate([chess.Board()], chess.engine.Limit(time=0.1))
+    with pytest.raises(ValueError, match="none of depth"):
+        pool.evaluate([chess.Board()], chess.engine.Limit())
+    with pytest.raises(ValueError, match="depth=0"):
+        pool.evaluate([chess.Board()], chess.engine.Limit(depth=0))
+    with pytest.raises(TypeError, match="Limit"):
+        pool.evaluate([chess.Board()], {"depth": 1})
+    with pytest.raises(ValueError, match="processes=0"):
+        StockfishPool(processes=0)
+
+
+@needs_stockfish
+def test_not_picklable(pool):
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(pool)
+
+
+# -- fault tolerance ---------------------------------------------------------------------------------
+
+
+def _signal_mid_batch(sig: int, timeout: float) -> None:
+    boards = random_boards(10, seed=6)
+    limit = chess.engine.Limit(nodes=60_000)  # ~60 ms a search: the batch takes ~0.3 s on 2 processes
+    with StockfishPool(processes=1, cache_size=0) as single:
+        expected = single.evaluate(boards, limit)
+    with StockfishPool(processes=2, cache_size=0, timeout=timeout) as p:
+        victim = p.pids[0]
+        timer = threading.Timer(0.08, os.kill, (victim, sig))
+        timer.start()
+        try:
+            assert p.evaluate(boards, limit) == expected  # nothing lost, nothing wrong
+        finally:
+            timer.join()
+            if sig == signal.SIGSTOP and alive(victim):
+                os.kill(victim, signal.SIGKILL)
+        assert p.engine_restarts == 1
+        assert p.engine_calls == len(boards)
+        assert victim not in p.pids and not alive(victim)  # replaced and reaped
+        assert p.evaluate(boards[:2], limit) == expected[:2]  # the pool carries on
+
+
+@needs_stockfish
+def test_killed_engine_is_replaced_and_request_retried():
+    _signal_mid_batch(signal.SIGKILL, timeout=10.0)
+
+
+@needs_stockfish
+def test_stopped_engine_is_replaced_and_request_retried():
+    _signal_mid_batch(signal.SIGSTOP, timeout=0.3)
+
+
+def _fake_engine(tmp_path: Path, on_go: str) -> Path:
+    """A shell-script 'engine' that passes the UCI handshake and then does ``on_go`` for every search."""
+    script = tmp_path / "fake-engine"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            while read -r line; do
+              case "$line" in
+                uci) echo uciok ;;
+                isready) echo readyok ;;
+                go*) {on_go} ;;
+                quit) exit 0 ;;
+              esac
+            done
+            """
+        )
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize(
+    "on_go", ["exit 3", "echo 'bestmove e2e4'", "echo 'info depth 1 score cp'; echo 'bestmove e2e4'"],
+    ids=["crashes", "no-score", "bad-score"],
+)
+def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, on_go):
+    board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
+    with StockfishPool(processes=1, path=_fake_engine(tmp_path, on_go), max_retries=2) as p:
+        for _ in range(2):  # the failure is not cached: the second call searches (and fails) again
+            with pytest.raises(EngineError, match=board.epd().split()[0]):
+                p.evaluate([board], chess.engine.Limit(depth=1))
+        assert p.engine_calls == 0
+        assert p.engine_restarts == 5  # 2 per failed call, plus re-creating the slot left empty
+
+
+# -- process hygiene ---------------------------------------------------------------------------------
+
+
+@needs_stockfish
+def test_close_leaves_no_process_and_is_idempotent():
+    p = StockfishPool(processes=2)
+    pids = p.pids
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    p.close()
+    p.close()
+    assert not any(alive(pid) for pid in pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        p.evaluate([chess.Board()], chess.engine.Limit(depth=1))
+
+
+@needs_stockfish
+def test_no_process_left_after_exception_or_garbage_collection():
+    with pytest.raises(ZeroDivisionError):
+        with StockfishPool(processes=2) as p:
+            pids = p.pids
+            1 / 0
+    assert not any(alive(pid) for pid in pids)
+    p = StockfishPool(processes=1)
+    pids = p.pids
+    del p
+    gc.collect()
+    assert not any(alive(pid) for pid in pids)
+
+
+@needs_stockfish
+def test_no_process_left_at_interpreter_exit():
+    code = (
+        "import chess, chess.engine\n"
+        "from chess_env.engine import StockfishPool\n"
+        "pool = StockfishPool(processes=2)\n"
+        "pool.evaluate([chess.Board()], chess.engine.Limit(depth=2))\n"
+        "print(*pool.pids)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    pids = [int(pid) for pid in out.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
