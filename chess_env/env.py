@@ -1,0 +1,329 @@
+"""ChessEnv: one game of chess as a Gymnasium environment, with Stockfish reward shaping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chess
+import chess.engine
+import chess.pgn
+import gymnasium as gym
+import numpy as np
+
+from chess_env.encoding import N_ACTIONS, decode_action, legal_action_mask, observation, observation_channels
+from chess_env.opponents import OpponentSpec, RandomOpponent, make_opponent
+from chess_env.positions import PositionSet, load_positions
+from chess_env.rewards import REWARD_TRANSFORMS, score_value
+from chess_env.rules import DRAW_RULES, game_outcome, result_for
+
+AGENT_COLORS = ("white", "black", "alternate")
+ILLEGAL_ACTIONS = ("lose", "raise")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+    return value
+
+
+class ChessEnv(gym.Env):
+    """A game of chess seen from the side to move, rewarded by the game result and by Stockfish.
+
+    **Spaces.** Observations are ``Box(0, 1, (21 + 12 * history, 8, 8), float32)`` planes described
+    in :func:`chess_env.encoding.observation`; actions are ``Discrete(4672)`` in AlphaZero's layout
+    (:mod:`chess_env.encoding`). :meth:`action_masks` (and ``info["action_mask"]``) marks the legal
+    moves, as sb3-contrib's MaskablePPO expects.
+
+    **Reward** of a step, from the point of view of the side that moved:
+    ``shaping_scale * (V(after) - V(before)) + result_scale * result``, where ``V`` is
+    :func:`chess_env.rewards.score_value` of Stockfish's score (``reward_transform``, limited by
+    ``reward_depth`` or ``reward_nodes``), ``V(before)`` is the previous step's ``V(after)`` (one
+    engine call per step), a finished game is valued by the rules (+1, -1 or 0, never by the
+    engine), and ``result`` is +1 / -1 / 0 on the step that ends the game. With an in-env opponent
+    a step is the agent's move *and* the reply, and ``V(after)`` is taken after the reply.
+    ``shaping=False`` drops the shaping term and needs no engine.
+
+    Args:
+        opponent: ``"self"`` (every step is a move of the side to move), ``"random"``,
+            ``"stockfish"``, or a callable ``board -> chess.Move``.
+        agent_color: with an opponent, the agent's colour: ``"white"``, ``"black"`` or
+            ``"alternate"`` (switches every reset). The opponent moves first when it is its turn.
+        opponent_skill, opponent_elo, opponent_depth: the Stockfish opponent's strength.
+        draw_rule: ``"claim"`` (threefold repetition and the 50-move rule end the game) or
+            ``"automatic"`` (only the fivefold repetition and the 75-move rule do).
+        max_plies: plies (both sides') after which the episode is truncated.
+        illegal_action: ``"lose"`` (the mover loses: reward ``-result_scale``, the episode
+            terminates, ``info["illegal_action"] = True``) or ``"raise"`` (ValueError).
+        shaping: add Stockfish shaping to the result reward.
+        reward_transform: ``"winprob"``, ``"cp"`` or ``"wdl"`` (see :func:`score_value`).
+        reward_depth: engine depth limit of the shaping evaluations.
+        reward_nodes: engine node limit; replaces ``reward_depth`` when given.
+        cp_clip: centipawn bound of the ``"cp"`` transform.
+        shaping_scale: weight of the shaping term.
+        result_scale: weight of the game result.
+        history: earlier positions stacked in the observation.
+        start_positions: where resets start without ``options``: ``"standard"``, ``"builtin"``,
+            a file, a list of FENs or a :class:`PositionSet` (see :func:`load_positions`).
+        engine: a :class:`chess_env.engine.StockfishPool` to share; by default the environment
+            starts its own one-process pool on first use and closes it in :meth:`close`.
+        engine_path: the Stockfish binary (default: ``STOCKFISH_PATH``, ``PATH``,
+            ``/usr/games/stockfish``).
+        render_mode: ``"ansi"`` (Unicode board) or ``"rgb_array"``.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}
+
+    def __init__(
+        self,
+        opponent: OpponentSpec = "self",
+        agent_color: str = "white",
+        opponent_skill: int | None = None,
+        opponent_elo: int | None = None,
+        opponent_depth: int | None = None,
+        draw_rule: str = "claim",
+        max_plies: int = 200,
+        illegal_action: str = "lose",
+        shaping: bool = True,
+        reward_transform: str = "winprob",
+        reward_depth: int = 4,
+        reward_nodes: int | None = None,
+        cp_clip: float = 1000.0,
+        shaping_scale: float = 1.0,
+        result_scale: float = 1.0,
+        history: int = 0,
+        start_positions: str | list[str] | PositionSet = "standard",
+        engine: Any = None,
+        engine_path: str | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.agent_color = _choice("agent_color", agent_color, AGENT_COLORS)
+        self.draw_rule = _choice("draw_rule", draw_rule, DRAW_RULES)
+        self.illegal_action = _choice("illegal_action", illegal_action, ILLEGAL_ACTIONS)
+        self.reward_transform = _choice("reward_transform", reward_transform, REWARD_TRANSFORMS)
+        if render_mode is not None:
+            _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+        for name, value in (("max_plies", max_plies), ("reward_depth", reward_depth)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        if history < 0:
+            raise ValueError(f"history must be non-negative, got {history!r}")
+        self.max_plies = max_plies
+        self.shaping = shaping
+        self.limit = chess.engine.Limit(nodes=reward_nodes) if reward_nodes else chess.engine.Limit(depth=reward_depth)
+        self.cp_clip = cp_clip
+        self.shaping_scale = shaping_scale
+        self.result_scale = result_scale
+        self.history = history
+        self.start_positions = load_positions(start_positions)
+        self.engine_path = engine_path
+        self.render_mode = render_mode
+        self.opponent = make_opponent(opponent, None, opponent_skill, opponent_elo, opponent_depth, engine_path)
+        if self.shaping and engine is None:
+            from chess_env.engine import find_stockfish
+
+            self.engine_path = find_stockfish(engine_path)  # fail now, with the install hint, not mid-episode
+        self._engine = engine
+        self._owns_engine = engine is None
+
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (observation_channels(history), 8, 8), np.float32)
+        self.action_space = gym.spaces.Discrete(N_ACTIONS)
+
+        self.board = chess.Board()
+        self.agent = chess.WHITE
+        self.ply = 0
+        self._value_white = 0.0  # V of the current position from White's point of view
+        self._outcome: chess.Outcome | None = None
+        self._done = True
+        self._resets = 0
+
+    # Engine ---------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        """The shaping engine pool, started on first use."""
+        if self._engine is None:
+            from chess_env.engine import StockfishPool
+
+            self._engine = StockfishPool(processes=1, path=self.engine_path)
+        return self._engine
+
+    def _value(self, board: chess.Board, score: chess.engine.PovScore | None) -> float:
+        """V of ``board`` from White's point of view: the rules when the game is over, else the engine."""
+        if self._outcome is not None:
+            return result_for(self._outcome, chess.WHITE)
+        if not self.shaping:
+            return 0.0
+        return score_value(score.white(), self.reward_transform, cp_clip=self.cp_clip, ply=board.ply())
+
+    # Reset ----------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start a game from ``options["fen"]`` / ``options["board"]``, or from a start position.
+
+        ``options["board"]`` keeps the board's move stack (history planes, repetitions).
+        ``options["agent_color"]`` (``"white"`` or ``"black"``) sets the agent's colour for this game
+        only, overriding ``agent_color`` (the vector env uses it to give a whole group one colour).
+        """
+        board = self._begin_reset(seed, options)
+        score = self.engine.evaluate([board], self.limit)[0] if board is not None else None
+        return self._end_reset(score)
+
+    def _begin_reset(self, seed: int | None, options: dict[str, Any] | None) -> chess.Board | None:
+        """Set up the start position; return the board to evaluate, or None when no engine call is needed."""
+        super().reset(seed=seed)
+        if isinstance(self.opponent, RandomOpponent):
+            self.opponent.rng = self.np_random
+        options = options or {}
+        unknown = set(options) - {"fen", "board", "agent_color"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'fen', 'board' or 'agent_color'")
+        if "board" in options:
+            self.board = options["board"].copy()
+        elif "fen" in options:
+            try:
+                self.board = chess.Board(options["fen"])
+            except ValueError as exc:
+                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
+        else:
+            self.board = chess.Board(self.start_positions.sample(self.np_random, 1)[0])
+        if not self.board.is_valid():
+            raise ValueError(f"invalid position {self.board.fen()!r}: {self.board.status()!r}")
+        if "agent_color" in options:
+            color = _choice("agent_color", options["agent_color"], AGENT_COLORS[:2])
+            self.agent = chess.WHITE if color == "white" else chess.BLACK
+        elif self.agent_color == "alternate":
+            self.agent = chess.WHITE if self._resets % 2 == 0 else chess.BLACK
+        else:
+            self.agent = chess.WHITE if self.agent_color == "white" else chess.BLACK
+        self._resets += 1
+        self.ply = 0
+        self._outcome = game_outcome(self.board, self.draw_rule)
+        if self.opponent is not None and self._outcome is None and self.board.turn != self.agent:
+            self._push(self.opponent(self.board))
+        if self._outcome is not None:
+            raise ValueError(f"the game is already over in the start position {self.board.fen()!r}")
+        self._done = False
+        return self.board if self.shaping else None
+
+    def _end_reset(self, score: chess.engine.PovScore | None) -> tuple[np.ndarray, dict]:
+        self._value_white = self._value(self.board, score)
+        return self._observation(), self._info()
+
+    # Step -----------------------------------------------------------------------------------
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Play ``action`` for the side to move (and the opponent's reply, if any)."""
+        board = self._begin_step(action)
+        score = self.engine.evaluate([board], self.limit)[0] if board is not None else None
+        return self._end_step(score)
+
+    def _begin_step(self, action: int) -> chess.Board | None:
+        """Play the move(s) of a step; return the board to evaluate, or None when no engine call is needed."""
+        if self._done:
+            raise RuntimeError("step() called on a finished game; call reset() first")
+        self._mover = self.board.turn
+        self._illegal = False
+        move = self._legal_move(int(action))
+        if move is None:
+            self._illegal = True
+            self._done = True
+            return None
+        self._push(move)
+        if self.opponent is not None and self._outcome is None and self.ply < self.max_plies:
+            self._push(self.opponent(self.board))
+        return self.board if self.shaping and self._outcome is None else None
+
+    def _end_step(self, score: chess.engine.PovScore | None) -> tuple[np.ndarray, float, bool, bool, dict]:
+        sign = 1.0 if self._mover == chess.WHITE else -1.0
+        info_extra: dict[str, Any] = {}
+        if self._illegal:
+            reward = -self.result_scale
+            terminated, truncated = True, False
+            info_extra["illegal_action"] = True
+        else:
+            value_before = self._value_white
+            self._value_white = self._value(self.board, score)
+            reward = 0.0
+            if self.shaping:
+                reward += self.shaping_scale * sign * (self._value_white - value_before)
+                info_extra.update(value_before=sign * value_before, value_after=sign * self._value_white)
+            terminated = self._outcome is not None
+            if terminated:
+                reward += self.result_scale * result_for(self._outcome, self._mover)
+            truncated = not terminated and self.ply >= self.max_plies
+            self._done = terminated or truncated
+        info = self._info()
+        info.update(info_extra)
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def _legal_move(self, action: int) -> chess.Move | None:
+        try:
+            move = decode_action(self.board, action)
+        except ValueError:
+            move = None
+        if move is not None and self.board.is_legal(move):
+            return move
+        if self.illegal_action == "raise":
+            raise ValueError(f"action {action!r} is not a legal move in position {self.board.fen()!r}")
+        return None
+
+    def _push(self, move: chess.Move) -> None:
+        self.board.push(move)
+        self.ply += 1
+        self._outcome = game_outcome(self.board, self.draw_rule)
+
+    # Views ----------------------------------------------------------------------------------
+    def action_masks(self) -> np.ndarray:
+        """Bool array ``(4672,)``: True at the legal moves (all False once the game is over)."""
+        if self._done:
+            return np.zeros(N_ACTIONS, dtype=bool)
+        return legal_action_mask(self.board)
+
+    def _observation(self) -> np.ndarray:
+        return observation(self.board, self.history)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "outcome": self._outcome,
+            "termination": self._outcome.termination.name.lower() if self._outcome else None,
+            "illegal_action": False,
+            "fen": self.board.fen(),
+            "ply": self.ply,
+            "action_mask": self.action_masks(),
+        }
+
+    def pgn(self) -> str:
+        """The game so far as PGN text (with a ``SetUp``/``FEN`` header for a custom start)."""
+        game = chess.pgn.Game.from_board(self.board)
+        game.headers["Event"] = "GRPOChess-v0"
+        if self.opponent is not None:
+            opponent = getattr(self.opponent, "__name__", type(self.opponent).__name__)
+            game.headers["White" if self.agent == chess.BLACK else "Black"] = opponent
+            game.headers["White" if self.agent == chess.WHITE else "Black"] = "agent"
+        if self._outcome is None and self.ply >= self.max_plies:
+            game.headers["Termination"] = "max_plies"
+        return str(game)
+
+    def render(self) -> str | np.ndarray | None:
+        """``"ansi"``: the Unicode board; ``"rgb_array"``: a ``(400, 400, 3)`` uint8 image."""
+        if self.render_mode == "ansi":
+            return self.board.unicode(borders=True, empty_square="·") + f"\n{self.board.fen()}\n"
+        if self.render_mode == "rgb_array":
+            from chess_env.render import board_rgb
+
+            return board_rgb(self.board)
+        return None
+
+    # Lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the engine processes this environment started."""
+        if self._owns_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        close_opponent = getattr(self.opponent, "close", None)
+        if close_opponent is not None:
+            close_opponent()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Engine processes do not cross process boundaries: a copy starts its own pool on first use.
+        state = self.__dict__.copy()
+        state["_engine"] = None
+        state["_owns_engine"] = True
+        return state
