@@ -1,0 +1,286 @@
+"""Group-shaped rollout buffer for GRPO."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer
+
+from grpo_agent.advantages import AdvantageMode, AdvantageScale, group_advantages, reward_to_go
+from grpo_agent.diagnostics import zero_std_groups
+
+
+class GroupRolloutBufferSamples(NamedTuple):
+    """A minibatch of trained plies.
+
+    The first seven fields are those of sb3-contrib's ``MaskableRolloutBufferSamples`` (in that order), so
+    code written for MaskablePPO minibatches reads these unchanged. GRPO has no critic: ``old_values`` is
+    zeros and ``returns`` is the reward-to-go.
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    action_masks: th.Tensor
+    #: log-probability of the action under the reference policy (0 when no reference was computed)
+    ref_log_prob: th.Tensor
+    #: per-ply loss weight: 1 for token aggregation, 1 / (trained plies of the trajectory) for sequence
+    weights: th.Tensor
+    #: True for plies sampled from a noised distribution (first-ply Dirichlet noise): their ``old_log_prob`` is
+    #: that of the mixture actually sampled, so their importance ratio is not 1 even before any update
+    noisy: th.Tensor
+
+
+class GroupRolloutBuffer(BaseBuffer):
+    """Rollout buffer shaped ``(n_groups, group_size, horizon)``.
+
+    Env ``i`` of the vector env is trajectory ``i % group_size`` of group ``i // group_size`` (the layout of a
+    ``reset(options={"groups": B, "group_size": G})``). ``add`` writes one ply for all envs, like SB3's
+    ``RolloutBuffer.add``; ``get(batch_size)`` yields shuffled minibatches of the *trained* plies only
+    (played, and of the trained side), so pads can never reach the loss. Masks are stored as ``bool``.
+
+    :param horizon: plies per trajectory (the SB3 ``buffer_size``)
+    :param observation_space: observation space
+    :param action_space: ``Discrete`` action space
+    :param n_groups: start positions per rollout
+    :param group_size: trajectories per start position
+    :param device: torch device for the samples
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    log_probs: np.ndarray
+    ref_log_probs: np.ndarray
+    action_masks: np.ndarray
+    valid: np.ndarray
+    trained: np.ndarray
+    noisy: np.ndarray
+    signs: np.ndarray
+    advantages: np.ndarray
+    returns: np.ndarray
+    weights: np.ndarray
+
+    def __init__(
+        self,
+        horizon: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        n_groups: int,
+        group_size: int,
+        device: th.device | str = "auto",
+    ):
+        for name, value in (("horizon", horizon), ("n_groups", n_groups), ("group_size", group_size)):
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"GroupRolloutBuffer needs a Discrete action space, got {action_space}")
+        super().__init__(horizon, observation_space, action_space, device, n_envs=n_groups * group_size)
+        self.n_groups = n_groups
+        self.group_size = group_size
+        self.mask_dims = int(action_space.n)
+        self.reset()
+
+    @property
+    def horizon(self) -> int:
+        return self.buffer_size
+
+    def _shape(self, *tail: int) -> tuple[int, ...]:
+        return (self.n_groups, self.group_size, self.buffer_size, *tail)
+
+    def reset(self) -> None:
+        self.observations = np.zeros(self._shape(*self.obs_shape), dtype=self.observation_space.dtype)
+        self.actions = np.zeros(self._shape(), dtype=np.int64)
+        self.rewards = np.zeros(self._shape(), dtype=np.float32)
+        self.log_probs = np.zeros(self._shape(), dtype=np.float32)
+        self.ref_log_probs = np.zeros(self._shape(), dtype=np.float32)
+        self.action_masks = np.zeros(self._shape(self.mask_dims), dtype=bool)
+        self.valid = np.zeros(self._shape(), dtype=bool)
+        self.trained = np.zeros(self._shape(), dtype=bool)
+        self.noisy = np.zeros(self._shape(), dtype=bool)
+        self.signs = np.ones(self._shape(), dtype=np.float32)
+        self.advantages = np.zeros(self._shape(), dtype=np.float32)
+        self.returns = np.zeros(self._shape(), dtype=np.float32)
+        self.weights = np.zeros(self._shape(), dtype=np.float32)
+        super().reset()
+
+    def _grouped(self, x: np.ndarray) -> np.ndarray:
+        """(n_envs, ...) -> (n_groups, group_size, ...)"""
+        x = np.asarray(x)
+        if x.shape[0] != self.n_envs:
+            raise ValueError(f"expected a leading dimension of n_envs={self.n_envs}, got shape {x.shape}")
+        return x.reshape(self.n_groups, self.group_size, *x.shape[1:])
+
+    def add(  # type: ignore[override]
+        self,
+        obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        valid: np.ndarray,
+        log_prob: np.ndarray | th.Tensor,
+        action_masks: np.ndarray,
+        trained: np.ndarray | None = None,
+        sign: np.ndarray | None = None,
+        noisy: np.ndarray | None = None,
+    ) -> None:
+        """Store ply ``pos`` of every env.
+
+        :param obs: ``(n_envs, *obs_shape)`` observations the actions were chosen from
+        :param action: ``(n_envs,)`` actions
+        :param reward: ``(n_envs,)`` reward of the ply, from its mover's point of view
+        :param valid: ``(n_envs,)`` bool, False for envs whose game had already finished (pads)
+        :param log_prob: ``(n_envs,)`` log-probability of ``action`` under the sampling distribution
+        :param action_masks: ``(n_envs, n_actions)`` bool legal-move masks
+        :param trained: ``(n_envs,)`` bool, whether the ply is of a trained side (default: all valid plies)
+        :param sign: ``(n_envs,)`` +-1, the mover of this ply relative to the first mover (default: +1)
+        :param noisy: ``(n_envs,)`` bool, plies sampled from a noised distribution (default: none)
+        """
+        if self.full:
+            raise ValueError(f"GroupRolloutBuffer is full (horizon={self.buffer_size}); call reset() first")
+        if isinstance(log_prob, th.Tensor):
+            log_prob = log_prob.detach().cpu().numpy()
+        t = self.pos
+        v = self._grouped(np.asarray(valid, dtype=bool))
+        self.valid[:, :, t] = v
+        self.observations[:, :, t] = self._grouped(obs)
+        self.actions[:, :, t] = self._grouped(np.asarray(action).reshape(-1))
+        # Pads are zeroed here, once, so nothing downstream can pick up whatever the env returned for them.
+        self.rewards[:, :, t] = np.where(v, self._grouped(np.asarray(reward, dtype=np.float32).reshape(-1)), 0.0)
+        self.log_probs[:, :, t] = np.where(v, self._grouped(np.asarray(log_prob).reshape(-1)), 0.0)
+        self.action_masks[:, :, t] = self._grouped(np.asarray(action_masks, dtype=bool))
+        tr = v if trained is None else (v & self._grouped(np.asarray(trained, dtype=bool)))
+        self.trained[:, :, t] = tr
+        if sign is not None:
+            self.signs[:, :, t] = self._grouped(np.asarray(sign, dtype=np.float32))
+        self.noisy[:, :, t] = False if noisy is None else (v & self._grouped(np.asarray(noisy, dtype=bool)))
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full = True
+
+    def compute_advantages(
+        self,
+        advantage: AdvantageMode = "step",
+        scale: AdvantageScale = "none",
+        eps: float = 1e-2,
+        gamma: float = 1.0,
+        loss_aggregation: Literal["token", "sequence"] = "token",
+    ) -> None:
+        """Fill ``advantages``, ``returns`` and ``weights`` from the stored plies (see ``advantages.py``).
+
+        Plies after ``pos`` (a rollout that stopped early because every game finished) are pads. The ``"rms"``
+        scale and the weights use the trained mask, so groups removed by :meth:`drop_groups` take no part.
+        """
+        if loss_aggregation not in ("token", "sequence"):
+            raise ValueError(f"loss_aggregation must be 'token' or 'sequence', got {loss_aggregation!r}")
+        self._close_rollout()
+        self.advantages = group_advantages(
+            self.rewards,
+            self.valid,
+            advantage=advantage,
+            scale=scale,
+            eps=eps,
+            signs=self.signs,
+            gamma=gamma,
+            weights_mask=self.trained,
+        )
+        self.returns = reward_to_go(self.rewards, self.valid, self.signs, gamma)
+        if loss_aggregation == "token":
+            self.weights = self.trained.astype(np.float32)
+        else:
+            n = self.trained.sum(axis=2, keepdims=True)
+            self.weights = np.where(self.trained, 1.0 / np.maximum(n, 1), 0.0).astype(np.float32)
+
+    def _close_rollout(self) -> None:
+        # Plies after ``pos`` (the rollout stopped early because every game finished) are pads.
+        self.valid[:, :, self.pos :] = False
+        self.trained &= self.valid
+
+    def advantage_values(self, advantage: AdvantageMode = "step", gamma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """The values that ``advantage`` centers within each group, and the mask of those that reach the loss.
+
+        ``"step"``: the per-ply rewards; ``"return"``: the reward-to-go; both ``(B, G, T)`` with the *trained*
+        mask. (A group's plies at one ply index are all of one side, so at a trained ply the trained mask is the
+        valid mask the centering uses, and plies that are not trained cannot give a trained ply an advantage.)
+        ``"outcome"``: the trajectory return from the first mover's view, ``(B, G)``, with the mask of the
+        trajectories that have a trained ply.
+        """
+        self._close_rollout()
+        if advantage == "step":
+            return self.rewards.astype(np.float64), self.trained.copy()
+        returns = reward_to_go(self.rewards, self.valid, self.signs, gamma)
+        if advantage == "return":
+            return returns.astype(np.float64), self.trained.copy()
+        if advantage == "outcome":
+            return returns[:, :, 0].astype(np.float64), self.trained.any(axis=2)
+        raise ValueError(f"advantage must be 'step', 'return' or 'outcome', got {advantage!r}")
+
+    def zero_spread_groups(self, advantage: AdvantageMode = "step", gamma: float = 1.0, tol: float = 1e-6) -> np.ndarray:
+        """``(B,)`` bool: the groups whose trained plies would all get advantage 0 (no spread beyond ``tol`` in the
+        values :meth:`advantage_values` centers), i.e. that carry no policy gradient.
+
+        Any advantage scale divides a zero by something positive, so this holds for ``"none"``, ``"std"`` and
+        ``"rms"`` alike (up to ``tol``).
+        """
+        values, mask = self.advantage_values(advantage, gamma)
+        return zero_std_groups(values, mask, tol)
+
+    def drop_groups(self, groups: np.ndarray) -> None:
+        """Stop training on the groups where ``groups`` (``(B,)`` bool) is True (dynamic sampling).
+
+        Their plies stay valid, so they still serve as data for the diagnostics, but they leave the trained
+        mask: call before :meth:`compute_advantages` so they neither reach a minibatch nor shrink the
+        ``"rms"`` scale with their zero advantages.
+        """
+        groups = np.asarray(groups, dtype=bool)
+        if groups.shape != (self.n_groups,):
+            raise ValueError(f"groups must be shaped ({self.n_groups},), got {groups.shape}")
+        self.trained[groups] = False
+
+    def trained_indices(self) -> np.ndarray:
+        """Flat indices (into the ``(B * G * T)`` layout) of the plies that are trained on."""
+        return np.flatnonzero(self.trained.reshape(-1))
+
+    def get(self, batch_size: int | None = None) -> Generator[GroupRolloutBufferSamples, None, None]:  # type: ignore[override]
+        """Yield shuffled minibatches of trained plies; ``batch_size=None`` gives them all at once."""
+        indices = np.random.permutation(self.trained_indices())
+        if batch_size is None:
+            batch_size = max(len(indices), 1)
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        start = 0
+        while start < len(indices):
+            yield self._get_samples(indices[start : start + batch_size])
+            start += batch_size
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> GroupRolloutBufferSamples:  # type: ignore[override]
+        flat = lambda x: x.reshape(-1, *x.shape[3:])[batch_inds]  # noqa: E731
+        n = len(batch_inds)
+        return GroupRolloutBufferSamples(
+            observations=self.to_torch(flat(self.observations)),
+            actions=self.to_torch(flat(self.actions)),
+            old_values=th.zeros(n, device=self.device),
+            old_log_prob=self.to_torch(flat(self.log_probs)),
+            advantages=self.to_torch(flat(self.advantages)),
+            returns=self.to_torch(flat(self.returns)),
+            action_masks=th.as_tensor(flat(self.action_masks), device=self.device),
+            ref_log_prob=self.to_torch(flat(self.ref_log_probs)),
+            weights=self.to_torch(flat(self.weights)),
+            noisy=th.as_tensor(flat(self.noisy), device=self.device),
+        )
+
+    def set_ref_log_probs(self, indices: np.ndarray, values: np.ndarray | th.Tensor) -> None:
+        """Store reference-policy log-probabilities for the flat ``indices``."""
+        if isinstance(values, th.Tensor):
+            values = values.detach().cpu().numpy()
+        self.ref_log_probs.reshape(-1)[indices] = values
+
+    def flat_samples(self, indices: np.ndarray) -> GroupRolloutBufferSamples:
+        """The samples at flat ``indices``, in that order (no shuffling)."""
+        return self._get_samples(indices)

@@ -1,0 +1,441 @@
+"""``grpo-chess``: train GRPO from a YAML config, plot a run, and (when installed) evaluate and play.
+
+Config schema (strict: an unknown section or key is an error naming it)::
+
+    env:    # keyword arguments of chess_env.ChessVectorEnv (num_envs + any ChessEnv argument)
+      num_envs: 64
+      reward_depth: 1
+    algo:   # keyword arguments of grpo_agent.GRPO (policy, learning_rate, group_size, ...)
+      policy: ChessResNetPolicy
+      learning_rate: 3.0e-4       # or "linear:3e-4:1e-5" (start:end over the run)
+    train:  # the run itself, see TRAIN_DEFAULTS
+      total_timesteps: 100000
+
+``learning_rate``, ``clip_range``, ``clip_range_high``, ``ent_coef`` and ``kl_coef`` accept a number or
+``"linear:START:END"`` (SB3 ``LinearSchedule`` over the whole run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import inspect
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.logger import KVWriter
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "total_timesteps": 100_000,  # env steps (each rollout is num_envs * horizon of them)
+    "name": "grpo",  # run folder prefix: <runs_dir>/<name>-<timestamp>
+    "runs_dir": "runs",
+    "checkpoint_every": 10,  # rollouts between checkpoints (0 = only the final model)
+    "log_interval": 1,  # rollouts between log rows
+    "progress_bar": True,
+    "verbose": 0,  # 1 also prints SB3's log table to stdout
+    "torch_threads": 1,  # torch intra-op threads; 1 leaves the other cores to the Stockfish pool
+}
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_high", "ent_coef", "kl_coef")
+SUMMARY_KEYS = (
+    "rollout/step_reward_mean",
+    "rollout/step_reward_std",
+    "rollout/finished_frac",
+    "rollout/plies_per_s",
+    "train/entropy",
+    "train/entropy_norm",
+    "train/kl_ref",
+    "train/approx_kl",
+    "train/clip_fraction_high",
+    "train/advantage_std",
+)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the schema."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+def _allowed_keys() -> dict[str, set[str]]:
+    from chess_env import ChessVectorEnv
+    from chess_env.env import ChessEnv
+    from grpo_agent.grpo import GRPO
+
+    def params(fn: Any) -> set[str]:
+        return {
+            name
+            for name, p in inspect.signature(fn).parameters.items()
+            if name != "self" and not name.startswith("_") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    env_keys = params(ChessEnv.__init__) | params(ChessVectorEnv.__init__)
+    algo_keys = params(GRPO.__init__) - {"env", "n_envs", "env_kwargs"}
+    return {"env": env_keys, "algo": algo_keys, "train": set(TRAIN_DEFAULTS)}
+
+
+def _numbers(value: Any) -> Any:
+    """PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is a string: read such strings as floats."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` (value parsed as YAML) -> ``(["section", "key"], value)``."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    path, raw = text.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if len(keys) < 2:
+        raise ConfigError(f"--set key must be section.key (e.g. algo.learning_rate), got {path!r}")
+    return keys, _numbers(yaml.safe_load(raw))
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Read a YAML config, apply ``--set`` overrides, check every key, fill the train defaults."""
+    config: dict[str, Any] = {}
+    if path is not None:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+        if not isinstance(config, dict):
+            raise ConfigError(f"config {str(path)!r} must be a mapping with sections env, algo, train")
+    config = _numbers(copy.deepcopy(config))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = config
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    allowed = _allowed_keys()
+    for section, values in config.items():
+        if section not in allowed:
+            raise ConfigError(f"unknown config section {section!r} (expected one of {sorted(allowed)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+        for key in values:
+            if key not in allowed[section]:
+                raise ConfigError(f"unknown config key {section}.{key} (allowed: {', '.join(sorted(allowed[section]))})")
+    out = {section: dict(config.get(section) or {}) for section in allowed}
+    out["train"] = {**TRAIN_DEFAULTS, **out["train"]}
+    return out
+
+
+def parse_schedule(value: Any) -> Any:
+    """A number, or ``"linear:START:END"`` -> SB3 ``LinearSchedule`` from START (progress 1) to END."""
+    if isinstance(value, str) and value.startswith("linear:"):
+        from stable_baselines3.common.utils import LinearSchedule
+
+        parts = value.split(":")
+        try:
+            start, end = float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise ConfigError(f"schedule must be 'linear:START:END', got {value!r}") from None
+        return LinearSchedule(start, end, end_fraction=1.0)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def _make_env(env_cfg: dict[str, Any]) -> Any:
+    from chess_env import ChessVectorEnv
+
+    cfg = dict(env_cfg)
+    num_envs = cfg.pop("num_envs", 64)
+    return ChessVectorEnv(num_envs, **cfg)
+
+
+def _make_logger(run_dir: Path, verbose: int, wandb_run: Any) -> Any:
+    from stable_baselines3.common.logger import Logger, make_output_format
+
+    formats = ["csv"] + (["stdout"] if verbose else [])
+    try:
+        import tensorboard  # noqa: F401
+
+        formats.append("tensorboard")
+    except ImportError:
+        print("note: tensorboard is not installed; writing csv logs only (pip install tensorboard)")
+    outputs = [make_output_format(f, str(run_dir)) for f in formats]
+    if wandb_run is not None:
+        outputs.append(_WandbOutput(wandb_run))
+    return Logger(str(run_dir), outputs)
+
+
+class _WandbOutput(KVWriter):
+    """SB3 KVWriter that forwards every numeric logger value to a wandb run."""
+
+    def __init__(self, run: Any):
+        self.run = run
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        data = {k: v for k, v in key_values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.run.log(data, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _init_wandb(mode: str, run_dir: Path, config: dict[str, Any]) -> Any:
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("note: wandb is not installed, so wandb logging is disabled (pip install 'grpo-chess[wandb]')")
+        return None
+    return wandb.init(project="grpo-chess", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
+
+
+def _checkpoint_callback(save_freq: int, save_path: Path) -> Any:
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    class AtomicCheckpointCallback(CheckpointCallback):
+        """SB3 CheckpointCallback that writes to a temporary file and renames it, so a checkpoint on disk is
+        never half-written (a run killed mid-save leaves the previous one intact)."""
+
+        def _on_step(self) -> bool:
+            if self.n_calls % self.save_freq == 0:
+                path = self._checkpoint_path(extension="zip")
+                _atomic_save(self.model, path)
+                if self.verbose >= 2:
+                    print(f"Saving model checkpoint to {path}")
+            return True
+
+    return AtomicCheckpointCallback(save_freq=save_freq, save_path=str(save_path), name_prefix="grpo")
+
+
+def _atomic_save(model: Any, path: str | os.PathLike) -> None:
+    tmp = f"{path}.tmp"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the most timesteps in ``run_dir/checkpoints`` (``final_model.zip`` wins)."""
+    final = run_dir / "final_model.zip"
+    if final.is_file():
+        return final
+    best: tuple[int, Path] | None = None
+    for path in (run_dir / "checkpoints").glob("grpo_*_steps.zip"):
+        match = re.fullmatch(r"grpo_(\d+)_steps\.zip", path.name)
+        if match and (best is None or int(match.group(1)) > best[0]):
+            best = (int(match.group(1)), path)
+    return None if best is None else best[1]
+
+
+def _build_model(config: dict[str, Any], env: Any, run_dir: Path, resume_from: Path | None) -> Any:
+    from grpo_agent.grpo import GRPO
+
+    algo = {k: parse_schedule(v) if k in SCHEDULE_KEYS else v for k, v in config["algo"].items()}
+    if resume_from is not None:
+        return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
+    policy = algo.pop("policy", "ChessResNetPolicy")
+    return GRPO(policy, env, **algo)
+
+
+def _summary(run_dir: Path, wall_s: float, model: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    frame = read_progress(run_dir)
+    table = Table(title=f"GRPO run {run_dir.name}")
+    table.add_column("metric")
+    table.add_column("first rollouts", justify="right")
+    table.add_column("last rollouts", justify="right")
+    if frame is not None and len(frame):
+        k = max(1, min(3, len(frame) // 3))  # average a few rows at each end: single rollouts are noisy
+        for key in SUMMARY_KEYS:
+            if key in frame:
+                col = frame[key].dropna()
+                if len(col):
+                    table.add_row(key, f"{col.iloc[:k].mean():.4g}", f"{col.iloc[-k:].mean():.4g}")
+    table.add_row("timesteps", "", f"{model.num_timesteps:,}")
+    table.add_row("wall-clock (s)", "", f"{wall_s:.1f}")
+    table.add_row("run folder", "", str(run_dir))
+    Console().print(table)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
+    import torch as th
+
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
+        config = load_config(run_dir / "config.yaml", args.set or [])
+        resume_from = latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
+        # SB3's csv writer truncates progress.csv: keep the earlier rows as progress.N.csv for `plot`.
+        if (run_dir / "progress.csv").is_file():
+            n = len(list(run_dir.glob("progress.*.csv")))
+            os.replace(run_dir / "progress.csv", run_dir / f"progress.{n}.csv")
+    else:
+        config = load_config(args.config, args.set or [])
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        resume_from = None
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+    train_cfg = config["train"]
+    th.set_num_threads(int(train_cfg["torch_threads"]))
+    wandb_run = _init_wandb(args.wandb, run_dir, config)
+    env = _make_env(config["env"])
+    try:
+        model = _build_model(config, env, run_dir, resume_from)
+        model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run))
+        callbacks = []
+        if train_cfg["checkpoint_every"] > 0:
+            callbacks.append(_checkpoint_callback(train_cfg["checkpoint_every"] * model.horizon, run_dir / "checkpoints"))
+        remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
+        start = time.perf_counter()
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                log_interval=train_cfg["log_interval"],
+                reset_num_timesteps=resume_from is None,
+                progress_bar=bool(train_cfg["progress_bar"]),
+            )
+        wall = time.perf_counter() - start
+        _atomic_save(model, run_dir / "final_model.zip")
+        model.logger.close()
+    finally:
+        env.close()
+    _summary(run_dir, wall, model)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Plot
+
+
+def read_progress(run_dir: str | os.PathLike) -> Any:
+    """All of a run's log rows (``progress.N.csv`` from earlier sessions, then ``progress.csv``) or None."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    parts = sorted(run_dir.glob("progress.*.csv"), key=lambda p: int(p.suffixes[0][1:]))
+    parts += [run_dir / "progress.csv"] if (run_dir / "progress.csv").is_file() else []
+    frames = [pd.read_csv(p) for p in parts if p.stat().st_size > 0]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+PLOT_KEYS = (
+    "rollout/step_reward_mean",
+    "train/entropy",
+    "train/entropy_norm",
+    "train/kl_ref",
+    "train/approx_kl",
+    "train/clip_fraction_low",
+    "train/clip_fraction_high",
+    "train/advantage_std",
+    "train/grad_norm",
+    "train/loss",
+    "rollout/finished_frac",
+    "rollout/plies_per_s",
+)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """``grpo-chess plot RUN_DIR``: learning curves from the run's csv logs into RUN_DIR/learning_curves.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(args.run_dir)
+    frame = read_progress(run_dir)
+    if frame is None or "time/total_timesteps" not in frame:
+        raise ConfigError(f"{str(run_dir)!r} has no progress.csv with logged rollouts")
+    keys = [k for k in PLOT_KEYS if k in frame and frame[k].notna().any()]
+    cols = 3
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    x = frame["time/total_timesteps"]
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(x, frame[key], lw=1.2)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("timesteps", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = Path(args.out) if args.out else run_dir / "learning_curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpo-chess", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train GRPO from a YAML config")
+    train.add_argument("--config", default=None, help="YAML config (sections env, algo, train)")
+    train.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its latest checkpoint")
+    train.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    train.set_defaults(func=run_train)
+
+    plot = sub.add_parser("plot", help="write PNG learning curves of a run")
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--out", default=None, help="output PNG (default RUN_DIR/learning_curves.png)")
+    plot.set_defaults(func=run_plot)
+
+    # eval and play live in their own modules; train and plot work without them.
+    for command, module, help_text in (
+        ("eval", "grpo_agent.evaluation", "evaluate a policy (Stockfish ladder, ACPL, puzzles)"),
+        ("play", "grpo_agent.play", "play against a policy"),
+    ):
+        try:
+            mod = __import__(module, fromlist=["_"])
+            add_arguments = getattr(mod, f"add_{command}_arguments")
+            run = getattr(mod, f"run_{command}")
+        except (ImportError, AttributeError):
+            continue
+        sub_parser = sub.add_parser(command, help=help_text)
+        add_arguments(sub_parser)
+        sub_parser.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        parser.exit(2, f"grpo-chess {args.command}: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""grpo-chess CLI: strict config, overrides, schedules, plot, and an end-to-end smoke train + resume."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from grpo_agent.cli import ConfigError, latest_checkpoint, load_config, main, parse_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "large.yaml"])
+def test_shipped_configs_are_valid(name):
+    config = load_config(ROOT / "configs" / name)
+    assert set(config) == {"env", "algo", "train"}
+    assert config["env"]["num_envs"] % config["algo"]["group_size"] == 0
+
+
+def test_unknown_keys_are_errors_naming_them(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"algo": {"learning_rat": 1e-3}}))
+    with pytest.raises(ConfigError, match=r"algo\.learning_rat"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="'optim'"):
+        load_config(None, ["optim.lr=1"])
+    with pytest.raises(ConfigError, match=r"env\.num_env\b"):
+        load_config(None, ["env.num_env=3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["algo.ent_coef"])
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--set", "train.total_timestep=5", "--set", f"train.runs_dir={tmp_path}"])
+    assert exc.value.code == 2
+    assert "train.total_timestep" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run folder for a bad config
+
+
+def test_overrides_are_parsed_as_yaml():
+    config = load_config(ROOT / "configs" / "smoke.yaml", ["algo.learning_rate=1e-4", "algo.target_kl=null"])
+    assert config["algo"]["learning_rate"] == 1e-4 and config["algo"]["target_kl"] is None
+    assert config["train"]["torch_threads"] == 1  # defaults filled in
+
+
+def test_linear_schedule():
+    schedule = parse_schedule("linear:1e-3:1e-5")
+    assert schedule(1.0) == pytest.approx(1e-3) and schedule(0.0) == pytest.approx(1e-5)
+    assert parse_schedule(0.5) == 0.5
+    with pytest.raises(ConfigError, match="linear:1e-3"):
+        parse_schedule("linear:1e-3")
+
+
+def test_latest_checkpoint(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    for steps in (96, 1024, 512):
+        (tmp_path / "checkpoints" / f"grpo_{steps}_steps.zip").touch()
+    assert latest_checkpoint(tmp_path).name == "grpo_1024_steps.zip"
+    (tmp_path / "final_model.zip").touch()
+    assert latest_checkpoint(tmp_path).name == "final_model.zip"
+
+
+def test_plot_writes_png(tmp_path):
+    pd.DataFrame(
+        {"time/total_timesteps": [10, 20, 30], "train/entropy": [3.0, 2.5, 2.4], "rollout/step_reward_mean": [0, 1, 2]}
+    ).to_csv(tmp_path / "progress.csv", index=False)
+    assert main(["plot", str(tmp_path)]) == 0
+    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_smoke_train_then_resume(tmp_path):
+    config = str(ROOT / "configs" / "smoke.yaml")
+    assert main(["train", "--config", config, "--set", f"train.runs_dir={tmp_path}", "--wandb", "disabled"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "final_model.zip").is_file()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "grpo_32_steps.zip", "grpo_64_steps.zip", "grpo_96_steps.zip"
+    ]
+    assert len(pd.read_csv(run_dir / "progress.csv")) == 3
+    assert main(["train", "--resume", str(run_dir), "--set", "train.total_timesteps=160", "--wandb", "disabled"]) == 0
+    from grpo_agent import GRPO
+
+    assert GRPO.load(run_dir / "final_model.zip").num_timesteps == 160
+    assert (run_dir / "progress.0.csv").is_file()
+    assert main(["plot", str(run_dir)]) == 0
+    assert (run_dir / "learning_curves.png").is_file()
