@@ -194,7 +194,7 @@ def observation(board: chess.Board, history: int = 0) -> np.ndarray:
     planes = np.zeros((observation_channels(history), 8, 8), dtype=np.float32)
     planes[:PIECE_PLANES] = pieces[:PIECE_PLANES]
     planes[N_BASE_PLANES:] = pieces[PIECE_PLANES:].reshape(-1, 8, 8)
-    if board.is_repetition(2):
+    if board.halfmove_clock >= 4 and board.is_repetition(2):  # see rules.game_outcome
         planes[12] = 1.0
         if board.is_repetition(3):
             planes[13] = 1.0

@@ -21,10 +21,12 @@ def game_outcome(board: chess.Board, draw_rule: str = "claim") -> chess.Outcome 
     if draw_rule not in DRAW_RULES:
         raise ValueError(f"unknown draw_rule {draw_rule!r}; expected one of {DRAW_RULES}")
     outcome = board.outcome(claim_draw=False)
+    # A position cannot recur n times within fewer than 4 (n - 1) reversible plies; checking the
+    # clock first skips python-chess's scan of the whole move stack on almost every ply.
     if outcome is None and draw_rule == "claim":
         if board.is_fifty_moves():
             outcome = chess.Outcome(chess.Termination.FIFTY_MOVES, None)
-        elif board.is_repetition(3):
+        elif board.halfmove_clock >= 8 and board.is_repetition(3):
             outcome = chess.Outcome(chess.Termination.THREEFOLD_REPETITION, None)
     return outcome
 
