@@ -1,4 +1,5 @@
-"""``grpo-chess``: train GRPO from a YAML config, plot a run, and (when installed) evaluate and play.
+"""``grpo-chess``: train GRPO from a YAML config, plot a run, (when installed) evaluate and play, and (from a
+source checkout) run the learning benchmarks (``bench compare``, ``sweep``).
 
 Config schema (strict: an unknown section or key is an error naming it)::
 
@@ -358,8 +359,94 @@ PLOT_KEYS = (
 )
 
 
+#: collapse dashboard panels: title -> the series drawn in it (those the run logged)
+DASHBOARD_PANELS: dict[str, tuple[str, ...]] = {
+    "entropy (nats)": ("rollout/entropy", "train/entropy"),
+    "entropy / log #legal": ("rollout/entropy_norm", "train/entropy_norm", "train/entropy_norm_target"),
+    "action agreement in the group": ("rollout/action_agreement_mean", "rollout/action_agreement_p90"),
+    "within-board reward std": ("rollout/group_reward_std", "rollout/group_step_reward_std"),
+    "zero-spread groups": ("rollout/frac_reward_zero_std", "rollout/dropped_groups"),
+    "policy diversity (KL to group mean)": ("rollout/policy_diversity_kl",),
+    "KL": ("train/kl_ref", "train/approx_kl", "train/kl_target"),
+    "clip fractions": ("train/clip_fraction_low", "train/clip_fraction_high"),
+    "coefficients": ("train/ent_coef", "train/kl_coef", "rollout/temperature", "train/learning_rate"),
+}
+#: guard event (``guard/<name>_action`` value, see grpo_agent.control.GuardEvent) -> marker label and colour
+GUARD_MARKERS: dict[int, tuple[str, str]] = {
+    1: ("warn", "tab:orange"),
+    2: ("boost", "tab:green"),
+    3: ("stop", "tab:red"),
+    4: ("rollback", "tab:purple"),
+    5: ("recovered", "tab:cyan"),
+}
+
+
+def guard_events(frame: Any) -> list[tuple[float, str, str]]:
+    """``(timesteps, label, colour)`` of every guard action in a run's log rows: the collapse guards'
+    ``guard/<name>_action`` events and the updates where the non-finite guard skipped minibatches."""
+    events: list[tuple[float, str, str]] = []
+    x = frame["time/total_timesteps"]
+    for column in frame.columns:
+        match = re.fullmatch(r"guard/(.+)_action", column)
+        if match is None:
+            continue
+        for step, value in zip(x, frame[column]):
+            if value == value and int(value) in GUARD_MARKERS:  # value == value: not NaN
+                label, colour = GUARD_MARKERS[int(value)]
+                events.append((float(step), f"{match.group(1)} {label}", colour))
+    if "guard/nonfinite_skipped_update" in frame:
+        for step, value in zip(x, frame["guard/nonfinite_skipped_update"]):
+            if value == value and value > 0:
+                events.append((float(step), "non-finite skip", "black"))
+    return events
+
+
+def plot_dashboard(frame: Any, out: str | os.PathLike, title: str = "") -> bool:
+    """Write the collapse dashboard (entropy, agreement, within-board spread, KL, clip fractions, coefficients,
+    guard actions as vertical markers on every panel) of a run's log rows to ``out``.
+
+    :return: False (and no file) when the run logged none of the dashboard's series.
+    """
+    import matplotlib.pyplot as plt
+
+    panels = {
+        name: [k for k in keys if k in frame and frame[k].notna().any()] for name, keys in DASHBOARD_PANELS.items()
+    }
+    panels = {name: keys for name, keys in panels.items() if keys}
+    if not panels:
+        return False
+    events = guard_events(frame)
+    cols = 3
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.1 * rows), squeeze=False)
+    x = frame["time/total_timesteps"]
+    for ax, (name, keys) in zip(axes.flat, panels.items()):
+        for key in keys:
+            col = frame[key]
+            ax.plot(x[col.notna()], col.dropna(), lw=1.2, label=key)
+        if name == "coefficients":
+            ax.set_yscale("log")
+        seen: set[str] = set()
+        for step, label, colour in events:
+            ax.axvline(step, color=colour, lw=1.0, ls="--", alpha=0.8, label=None if label in seen else label)
+            seen.add(label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("timesteps", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: collapse dashboard" if title else "collapse dashboard")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def run_plot(args: argparse.Namespace) -> int:
-    """``grpo-chess plot RUN_DIR``: learning curves from the run's csv logs into RUN_DIR/learning_curves.png."""
+    """``grpo-chess plot RUN_DIR``: learning curves from the run's csv logs into RUN_DIR/learning_curves.png,
+    and the collapse dashboard (:func:`plot_dashboard`) into RUN_DIR/collapse_dashboard.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -388,6 +475,9 @@ def run_plot(args: argparse.Namespace) -> int:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     print(f"wrote {out}")
+    dashboard = Path(args.dashboard) if args.dashboard else run_dir / "collapse_dashboard.png"
+    if plot_dashboard(frame, dashboard, run_dir.name):
+        print(f"wrote {dashboard}")
     return 0
 
 
@@ -409,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write PNG learning curves of a run")
     plot.add_argument("run_dir", metavar="RUN_DIR")
     plot.add_argument("--out", default=None, help="output PNG (default RUN_DIR/learning_curves.png)")
+    plot.add_argument(
+        "--dashboard", default=None, help="collapse dashboard PNG (default RUN_DIR/collapse_dashboard.png)"
+    )
     plot.set_defaults(func=run_plot)
 
     # eval and play live in their own modules; train and plot work without them.
@@ -425,7 +518,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub_parser = sub.add_parser(command, help=help_text)
         add_arguments(sub_parser)
         sub_parser.set_defaults(func=run)
+
+    # The learning benchmarks live in benchmarks/ of a source checkout, not in the installed package.
+    try:
+        compare_ppo, ablation = _benchmark_module("compare_ppo"), _benchmark_module("ablation")
+    except ImportError:
+        return parser
+    bench = sub.add_parser("bench", help="learning benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    compare = bench_sub.add_parser("compare", help="GRPO vs MaskablePPO: same env, network and ply budget")
+    compare_ppo.build_parser(compare).set_defaults(func=compare_ppo.run_from_args)
+    sweep = sub.add_parser("sweep", help="GRPO ablation grid: lr x ent_coef x advantage scaling")
+    ablation.build_parser(sweep).set_defaults(func=ablation.run_from_args)
     return parser
+
+
+def _benchmark_module(name: str) -> Any:
+    """``benchmarks.<name>`` from the source checkout this package is installed from (editable installs)."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / f"{name}.py").is_file():
+        raise ImportError(f"no benchmarks/{name}.py next to {Path(__file__).parent}")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -407,6 +407,7 @@ def rollout_diagnostics(
     traj_rewards: Any,
     trained: Any = None,
     zero_std_values: Any = None,
+    zero_std_mask: Any = None,
     zero_std_tol: float = 1e-6,
     diversity: PolicyDiversity | None = None,
     prefix: str = "rollout/",
@@ -425,6 +426,9 @@ def rollout_diagnostics(
         ``(B, G, T)`` with the mask taken from ``valid`` (``None`` = ``traj_rewards``). Pass the values the
         advantage mode centers (per-ply rewards for ``"step"``, the returns for ``"return"``) so the fraction
         equals the share of groups whose advantages are all 0.
+    :param zero_std_mask: bool mask of ``zero_std_values`` (``None`` = ``valid`` for ``(B, G, T)`` values, the
+        trajectories whose first ply is valid for ``(B, G)``); pass the trained mask to count exactly the
+        groups whose *trained* advantages are all 0 (``GroupRolloutBuffer.advantage_values`` gives both).
     :param zero_std_tol: see :func:`frac_zero_std`.
     :param diversity: the rollout's :class:`PolicyDiversity` accumulator, if one was fed.
     :param prefix: prepended to every key.
@@ -441,7 +445,10 @@ def rollout_diagnostics(
         zero_values, zero_valid = traj_rewards, traj_valid
     else:
         zero_values = _np(zero_std_values, np.float64)
-        zero_valid = traj_valid if zero_values.ndim == 2 else valid
+        if zero_std_mask is not None:
+            zero_valid = _np(zero_std_mask, bool)
+        else:
+            zero_valid = traj_valid if zero_values.ndim == 2 else valid
     agreement_mean, agreement_q = action_agreement(actions, trained, percentile)
     metrics = {
         "group_reward_std": within_group_reward_std(traj_rewards, traj_valid),

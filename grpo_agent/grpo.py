@@ -6,13 +6,21 @@ is padded until the rollout ends). Each trained ply gets a group-relative advant
 the policy takes ``n_epochs`` passes of clipped-surrogate updates (:func:`grpo_loss`) with an optional k3 KL
 penalty to a periodically refreshed reference policy and an entropy bonus over the legal moves. There is no
 critic: the group is the baseline.
+
+Guardrails against entropy and group collapse (``shared/seed``) are options of :class:`GRPO`: collapse guards on
+the rollout's normalized entropy and action agreement (warn / boost / stop / rollback), an adaptive KL
+controller, a target-entropy controller, dynamic sampling of groups with no reward spread, first-ply Dirichlet
+noise and a non-finite guard. The controllers and guards themselves live in :mod:`grpo_agent.control`, the
+metrics in :mod:`grpo_agent.diagnostics`.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -21,11 +29,22 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 from grpo_agent.advantages import ADVANTAGE_MODES, ADVANTAGE_SCALES
 from grpo_agent.buffers import GroupRolloutBuffer
+from grpo_agent.control import (
+    ON_COLLAPSE,
+    AdaptiveKLController,
+    CollapseGuard,
+    GuardEvent,
+    NonFiniteAction,
+    NonFiniteGuard,
+    TargetEntropyController,
+    dirichlet_mix,
+)
+from grpo_agent.diagnostics import PolicyDiversity, rollout_diagnostics, zero_std_groups
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
@@ -79,6 +98,13 @@ def grpo_loss(
     return loss, stats
 
 
+def _initial_coef(name: str, value: Any, option: str) -> float:
+    """The starting value of an adaptive coefficient: a controller multiplies it, so it must be a float > 0."""
+    if callable(value) or not value > 0:
+        raise ValueError(f"{option} adapts {name}, which must be a float > 0 to start from, got {name}={value!r}")
+    return float(value)
+
+
 def _as_chess_vec_env(env: Any) -> Any:
     """Wrap a ``ChessVectorEnv`` (a gymnasium vector env) in the SB3 adapter; leave anything else alone."""
     if isinstance(env, VecEnv) or isinstance(env, str) or env is None:
@@ -102,7 +128,8 @@ class GRPO(BaseAlgorithm):
     :param n_epochs: passes over the rollout per update
     :param batch_size: plies per minibatch
     :param temperature: rollout sampling temperature; the stored and recomputed log-probabilities, the
-        reference log-probabilities and the entropy all use it (``predict`` uses 1)
+        reference log-probabilities and the entropy all use it (``predict`` uses 1). A collapse guard boosting
+        the temperature multiplies it for whole rollouts (the update uses the temperature its rollout used)
     :param train_plies: ``"mover"`` trains only the plies of the side to move at the start (self-play gives
         the opponent's plies too, which are used for the reward-to-go but not trained), ``"both"`` trains all
     :param advantage: ``"step"``, ``"return"`` or ``"outcome"`` (see :mod:`grpo_agent.advantages`)
@@ -114,21 +141,70 @@ class GRPO(BaseAlgorithm):
         unlikely good moves grow faster, which fights entropy collapse); ``None`` = ``clip_range``
     :param loss_aggregation: ``"token"`` (every trained ply weighs the same) or ``"sequence"`` (mean per
         trajectory, then over trajectories)
-    :param ent_coef: entropy bonus coefficient (entropy over legal moves); float or schedule
-    :param kl_coef: coefficient of the k3 KL to the reference policy; float or schedule
+    :param ent_coef: entropy bonus coefficient (entropy over legal moves); float or schedule. With
+        ``target_entropy`` it is the controller's starting value (a float > 0)
+    :param kl_coef: coefficient of the k3 KL to the reference policy; float or schedule. With ``kl_target`` it
+        is the controller's starting value (a float > 0)
     :param ref_update_interval: copy the policy into the reference every this many rollouts (0 = never: the
         reference stays the initial policy)
     :param max_grad_norm: gradient-norm clip (``None`` = no clipping; the norm is logged either way)
     :param target_kl: SB3's early stop: an epoch ends the update when a minibatch's ``approx_kl`` exceeds
-        ``1.5 * target_kl`` (``None`` = no limit)
+        ``1.5 * target_kl`` (``None`` = no limit). Not the adaptive KL controller (``kl_target``)
+    :param kl_target: ``None`` (default) keeps ``kl_coef`` as given; a KL in nats makes ``kl_coef`` adaptive:
+        after each update the proportional controller of Ziegler et al.
+        (:class:`~grpo_agent.control.AdaptiveKLController`) moves it toward holding ``train/kl_ref`` at this value
+    :param kl_horizon: the controller's horizon in trained plies (default 10_000): a sustained 20% KL error
+        changes ``kl_coef`` by a factor ``1 + 0.2 * plies / kl_horizon`` per update
+    :param kl_coef_bounds: ``(min, max)`` of the adaptive ``kl_coef`` (default ``(1e-4, 10.0)``)
+    :param target_entropy: ``None`` (default) keeps ``ent_coef`` as given; a fraction in ``(0, 1)`` of the
+        maximum entropy ``log(#legal)`` makes ``ent_coef`` adaptive
+        (:class:`~grpo_agent.control.TargetEntropyController` on ``rollout/entropy_norm``)
+    :param target_entropy_lr: the entropy controller's step in log space per unit of error (default 1.0)
+    :param ent_coef_bounds: ``(min, max)`` of the adaptive ``ent_coef`` (default ``(1e-4, 1.0)``)
+    :param entropy_floor: ``None`` (default: no guard) or a normalized entropy in ``(0, 1)``: when
+        ``rollout/entropy_norm`` (the sampling policy's entropy over log #legal at the configured
+        ``temperature``, boost excluded, so a temperature boost cannot fake a recovery) stays below it for
+        ``guard_patience`` consecutive rollouts, ``on_collapse`` fires
+    :param agreement_ceiling: ``None`` (default: no guard) or an agreement in ``(0, 1]``: the same guard on
+        ``rollout/action_agreement_mean`` staying above it (e.g. 0.95: the group plays one line)
+    :param guard_patience: consecutive bad rollouts before a guard fires (default 5)
+    :param on_collapse: what a firing guard does (default ``"warn"``): ``"warn"`` prints and logs;
+        ``"boost"`` multiplies the entropy pressure by ``boost_factor`` (decaying back by ``boost_decay`` per
+        healthy rollout); ``"stop"`` saves ``guard_stop_<timesteps>.zip`` and ends ``learn()``; ``"rollback"``
+        restores the last healthy policy, optimizer, reference and controllers, skips the update of the
+        collapsed rollout and multiplies the learning rate by ``rollback_lr_factor`` (a stop after
+        ``max_rollbacks``, or when no healthy point exists yet)
+    :param boost_factor: boost multiplier per firing (default 2.0)
+    :param max_boost: cap of the ``ent_coef`` multiplier (default 10.0)
+    :param boost_decay: share of ``boost - 1`` kept per healthy rollout (default 0.9)
+    :param boost_targets: what a boost multiplies: ``("ent_coef",)`` (default), ``("temperature",)`` or both
+    :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
+    :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
+    :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
+    :param guard_save_dir: folder of the ``guard_stop_<timesteps>.zip`` checkpoints (default ``None``: the
+        logger's folder, which is the run folder under ``grpo-chess train``)
+    :param drop_zero_std_groups: dynamic sampling (default False): groups whose trained plies would all get
+        advantage 0 (no reward spread beyond ``zero_std_tol`` in the values the advantage mode centers) leave
+        the update before the advantages are scaled; ``rollout/dropped_groups`` counts them, and a rollout with
+        nothing left skips the update and says so
+    :param zero_std_tol: spread (reward units, peak to peak) at or below which a group has no spread (default
+        1e-6); also used by ``rollout/frac_reward_zero_std``
+    :param dirichlet_alpha: concentration of the first-ply Dirichlet noise (default 0.3, AlphaZero's for chess)
+    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply is
+        sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
+        log-probability is that of this mixture, so the update's importance ratio ``pi / mixture`` corrects for
+        the noise (those plies are left out of ``train/ratio_dev_first_batch``, whose 0 checks the others)
+    :param max_nonfinite: a minibatch with a non-finite loss or gradient norm is skipped (no optimizer step);
+        this many in a row save ``guard_stop_<timesteps>.zip`` and end ``learn()`` with the offending
+        statistics (default 3)
     :param n_envs: number of games when ``env`` is an id string
     :param env_kwargs: keyword arguments of the env when ``env`` is an id string
     :param stats_window_size: SB3 episode-statistics window
     :param tensorboard_log: tensorboard log folder (``None`` = none)
     :param policy_kwargs: keyword arguments of the policy (e.g. ``features_extractor_kwargs=dict(n_blocks=6,
         channels=96)``)
-    :param verbose: 0 silent, 1 info, 2 debug
-    :param seed: seed of torch, numpy and the first env reset
+    :param verbose: 0 silent (guard actions and stops are printed regardless), 1 info, 2 debug
+    :param seed: seed of torch, numpy, the Dirichlet noise and the first env reset
     :param device: torch device
     :param _init_setup_model: build the networks now (``load`` passes False)
     """
@@ -164,6 +240,29 @@ class GRPO(BaseAlgorithm):
         ref_update_interval: int = 0,
         max_grad_norm: float | None = 1.0,
         target_kl: float | None = None,
+        kl_target: float | None = None,
+        kl_horizon: float = 10_000,
+        kl_coef_bounds: tuple[float, float] = (1e-4, 10.0),
+        target_entropy: float | None = None,
+        target_entropy_lr: float = 1.0,
+        ent_coef_bounds: tuple[float, float] = (1e-4, 1.0),
+        entropy_floor: float | None = None,
+        agreement_ceiling: float | None = None,
+        guard_patience: int = 5,
+        on_collapse: str = "warn",
+        boost_factor: float = 2.0,
+        max_boost: float = 10.0,
+        boost_decay: float = 0.9,
+        boost_targets: tuple[str, ...] | list[str] = ("ent_coef",),
+        max_temperature_boost: float = 1.5,
+        rollback_lr_factor: float = 0.5,
+        max_rollbacks: int = 3,
+        guard_save_dir: str | None = None,
+        drop_zero_std_groups: bool = False,
+        zero_std_tol: float = 1e-6,
+        dirichlet_alpha: float = 0.3,
+        dirichlet_frac: float = 0.0,
+        max_nonfinite: int = 3,
         n_envs: int = 64,
         env_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -190,6 +289,7 @@ class GRPO(BaseAlgorithm):
             "advantage": (advantage, ADVANTAGE_MODES),
             "advantage_scale": (advantage_scale, ADVANTAGE_SCALES),
             "loss_aggregation": (loss_aggregation, ("token", "sequence")),
+            "on_collapse": (on_collapse, ON_COLLAPSE),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
@@ -204,6 +304,26 @@ class GRPO(BaseAlgorithm):
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
+        if entropy_floor is not None and not 0.0 < entropy_floor < 1.0:
+            raise ValueError(f"entropy_floor must be in (0, 1) (a fraction of log #legal) or None, got {entropy_floor}")
+        if agreement_ceiling is not None and not 0.0 < agreement_ceiling <= 1.0:
+            raise ValueError(f"agreement_ceiling must be in (0, 1] or None, got {agreement_ceiling}")
+        if not zero_std_tol >= 0:
+            raise ValueError(f"zero_std_tol must be >= 0, got {zero_std_tol}")
+        if not 0.0 <= dirichlet_frac <= 1.0:
+            raise ValueError(f"dirichlet_frac must be in [0, 1], got {dirichlet_frac}")
+        if int(max_nonfinite) != max_nonfinite or max_nonfinite < 1:
+            raise ValueError(f"max_nonfinite must be an integer >= 1, got {max_nonfinite}")
+        if not dirichlet_alpha > 0:
+            raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
+        boost_targets = tuple(boost_targets)
+        guards_on = entropy_floor is not None or agreement_ceiling is not None
+        if guards_on and on_collapse == "boost" and "ent_coef" in boost_targets and target_entropy is None:
+            if not callable(ent_coef) and not ent_coef > 0:
+                raise ValueError(
+                    f"on_collapse='boost' multiplies ent_coef, which is {ent_coef}: set ent_coef > 0 or "
+                    f"boost_targets=('temperature',)"
+                )
 
         if isinstance(env, str):
             import gymnasium as gym
@@ -254,11 +374,60 @@ class GRPO(BaseAlgorithm):
         self.ref_update_interval = int(ref_update_interval)
         self.max_grad_norm = max_grad_norm
         self.target_kl = target_kl
+        self.drop_zero_std_groups = bool(drop_zero_std_groups)
+        self.zero_std_tol = float(zero_std_tol)
+        self.dirichlet_alpha = float(dirichlet_alpha)
+        self.dirichlet_frac = float(dirichlet_frac)
+        self.guard_save_dir = guard_save_dir
+
+        # Controllers and guards are built here, not in _setup_model: load() restores them from the saved
+        # attributes after __init__ and before _setup_model, which must not reset them.
+        self.kl_controller = None
+        if kl_target is not None:
+            self.kl_controller = AdaptiveKLController(
+                _initial_coef("kl_coef", kl_coef, "kl_target"), kl_target, kl_horizon, *kl_coef_bounds
+            )
+        self.ent_coef_controller = None
+        if target_entropy is not None:
+            if not 0.0 < target_entropy < 1.0:
+                raise ValueError(f"target_entropy must be in (0, 1) (a fraction of log #legal), got {target_entropy}")
+            self.ent_coef_controller = TargetEntropyController(
+                target_entropy, _initial_coef("ent_coef", ent_coef, "target_entropy"), target_entropy_lr,
+                *ent_coef_bounds,
+            )
+        guard_kwargs = dict(
+            patience=guard_patience,
+            on_collapse=on_collapse,
+            boost_factor=boost_factor,
+            max_boost=max_boost,
+            decay=boost_decay,
+            boost_targets=boost_targets,
+            max_temperature_boost=max_temperature_boost,
+            rollback_lr_factor=rollback_lr_factor,
+            max_rollbacks=max_rollbacks,
+        )
+        #: collapse guards, each watching one key of ``last_rollout_stats``
+        self.guards: list[CollapseGuard] = []
+        if entropy_floor is not None:
+            self.guards.append(CollapseGuard("entropy_norm", entropy_floor, name="entropy", **guard_kwargs))
+        if agreement_ceiling is not None:
+            self.guards.append(
+                CollapseGuard("action_agreement_mean", agreement_ceiling, name="agreement", **guard_kwargs)
+            )
+        self.nonfinite_guard = NonFiniteGuard(max_nonfinite)
+        self._noise_rng = np.random.default_rng(seed)
         #: rollouts collected so far (drives the reference refresh)
         self.n_rollouts = 0
         #: the latest rollout's and update's metrics, for callbacks and guardrails to read
         self.last_rollout_stats: dict[str, float] = {}
         self.last_train_stats: dict[str, float] = {}
+        #: why the last ``learn()`` ended early (a guard's message), and the checkpoint it saved; None otherwise
+        self.stop_reason: str | None = None
+        self.stop_checkpoint: str | None = None
+        #: the temperature of the rollout in the buffer (the update recomputes log-probabilities with it)
+        self._rollout_temperature = self.temperature
+        self._rollout_has_plies = True
+        self._nonfinite_stop = False
 
         if _init_setup_model:
             self._setup_model()
@@ -306,6 +475,37 @@ class GRPO(BaseAlgorithm):
         """Copy the current policy into the reference policy."""
         self.ref_policy.load_state_dict(self.policy.state_dict())
 
+    # -- multipliers from the guards ---------------------------------------------------------------------
+
+    def _guard_product(self, attribute: str) -> float:
+        return float(np.prod([getattr(guard, attribute) for guard in self.guards])) if self.guards else 1.0
+
+    @property
+    def rollout_temperature(self) -> float:
+        """The temperature the next rollout samples at: ``temperature`` times the guards' temperature boosts."""
+        return self.temperature * self._guard_product("temperature_multiplier")
+
+    def current_ent_coef(self, progress_remaining: float | None = None) -> float:
+        """The entropy coefficient of the next update: the schedule's (or the target-entropy controller's)
+        value times the guards' boosts."""
+        progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
+        base = self.ent_coef_controller() if self.ent_coef_controller is not None else self.ent_coef(progress)  # type: ignore[operator]
+        return float(base) * self._guard_product("ent_coef_multiplier")
+
+    def current_kl_coef(self, progress_remaining: float | None = None) -> float:
+        """The KL coefficient of the next update: the adaptive controller's, else the schedule's."""
+        progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
+        return float(self.kl_controller() if self.kl_controller is not None else self.kl_coef(progress))  # type: ignore[operator]
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        # SB3's version, times the rollbacks' learning-rate factors.
+        lr = self.lr_schedule(self._current_progress_remaining) * self._guard_product("lr_multiplier")
+        self.logger.record("train/learning_rate", lr)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            update_learning_rate(optimizer, lr)
+
+    # -- rollout -----------------------------------------------------------------------------------------
+
     def collect_rollouts(
         self,
         env: VecEnv,
@@ -313,12 +513,19 @@ class GRPO(BaseAlgorithm):
         rollout_buffer: GroupRolloutBuffer,
         n_rollout_steps: int | None = None,
     ) -> bool:
-        """Play one group rollout into ``rollout_buffer`` and compute its advantages.
+        """Play one group rollout into ``rollout_buffer``, measure it and compute its advantages.
 
         Runs on ``env.vector_env`` with autoreset disabled: ``reset(options={"groups": B, "group_size": G})``
         then up to ``n_rollout_steps`` (default ``horizon``) vector steps. The policy samples in eval mode under
-        ``no_grad`` at ``temperature``, only for games still running. ``callback.on_step()`` is called after
-        every vector step, like SB3 (``num_timesteps`` grows by ``num_envs`` per step).
+        ``no_grad`` at :attr:`rollout_temperature`, only for games still running (the first ply mixed with
+        Dirichlet noise when ``dirichlet_frac > 0``). ``callback.on_step()`` is called after every vector step,
+        like SB3 (``num_timesteps`` grows by ``num_envs`` per step).
+
+        Then, over the trained plies: the sampling policy's ``entropy`` / ``entropy_norm`` (at ``temperature``,
+        boost excluded; ``policy_diversity_kl`` is measured on the same distributions, so the first-ply noise
+        does not count as diversity), the group-collapse diagnostics of :func:`~grpo_agent.diagnostics.rollout_diagnostics`,
+        dynamic sampling when enabled, and the advantages. Everything goes to ``rollout/`` in the logger and to
+        :attr:`last_rollout_stats` (keys without the prefix).
 
         :return: False if a callback asked to stop.
         """
@@ -330,6 +537,10 @@ class GRPO(BaseAlgorithm):
         rollout_buffer.reset()
         callback.on_rollout_start()
         engine_before = venv.engine_stats() if hasattr(venv, "engine_stats") else None
+        temperature = self._rollout_temperature = self.rollout_temperature
+        diversity = PolicyDiversity()
+        entropy_sum = entropy_norm_sum = 0.0
+        n_entropy = n_entropy_norm = 0
         start = time.perf_counter()
         previous_mode = venv.autoreset_mode
         venv.autoreset_mode = AutoresetMode.DISABLED
@@ -339,18 +550,50 @@ class GRPO(BaseAlgorithm):
             masks = np.asarray(venv.action_masks(), dtype=bool)
             first_mover = np.array([board.turn for board in venv.boards])
             done = np.zeros(self.n_envs, dtype=bool)
-            for _ in range(n_steps):
+            for step in range(n_steps):
                 active = ~done
                 if not active.any():
                     break
                 # With self-play consecutive plies alternate sides; with an in-env opponent they do not.
                 same_side = np.array([board.turn for board in venv.boards]) == first_mover
+                trained_now = active & same_side if self.train_plies == "mover" else active
+                noisy = step == 0 and self.dirichlet_frac > 0
                 actions = np.zeros(self.n_envs, dtype=np.int64)
                 log_probs = np.zeros(self.n_envs, dtype=np.float32)
                 with th.no_grad():
                     obs_tensor = obs_as_tensor(obs[active], self.device)
                     mask_tensor = th.as_tensor(masks[active], device=self.device)
-                    sampled, log_prob = self.policy(obs_tensor, mask_tensor, self.temperature)
+                    dist = self.policy.get_distribution(obs_tensor, mask_tensor, temperature)
+                    if noisy:
+                        mixed = dirichlet_mix(
+                            dist.distribution.probs, mask_tensor, self.dirichlet_alpha, self.dirichlet_frac,
+                            self._noise_rng,
+                        )
+                        sampled = th.multinomial(mixed, 1).squeeze(1)
+                        # The log-probability of the distribution actually sampled, not the policy's.
+                        log_prob = th.log(mixed.gather(1, sampled[:, None]).squeeze(1))
+                    else:
+                        sampled = dist.get_actions()
+                        log_prob = dist.log_prob(sampled)
+                    # Health of the policy itself at the configured temperature (noise and boost excluded).
+                    log_p = dist.distribution.logits  # normalized; illegal entries ~ -1e8
+                    if temperature != self.temperature:
+                        log_p = th.log_softmax(log_p * (temperature / self.temperature), dim=1)
+                    entropy = -(log_p.exp() * log_p).sum(dim=1)
+                    n_legal = mask_tensor.sum(dim=1)
+                    counted = th.as_tensor(trained_now[active], device=self.device)
+                    several = counted & (n_legal > 1)
+                    entropy_sum += float(entropy[counted].sum())
+                    n_entropy += int(counted.sum())
+                    entropy_norm_sum += float((entropy[several] / th.log(n_legal[several].float())).sum())
+                    n_entropy_norm += int(several.sum())
+                    full_log_p = th.zeros(self.n_envs, log_p.shape[1], device=self.device)
+                    full_log_p[th.as_tensor(active, device=self.device)] = log_p
+                    diversity.add(
+                        full_log_p,
+                        trained_now.reshape(self.n_groups, self.group_size),
+                        th.as_tensor(masks, device=self.device),
+                    )
                 actions[active] = sampled.cpu().numpy()
                 log_probs[active] = log_prob.cpu().numpy()
                 new_obs, rewards, terminated, truncated, infos = venv.step(actions)
@@ -364,6 +607,7 @@ class GRPO(BaseAlgorithm):
                     masks,
                     trained=same_side if self.train_plies == "mover" else None,
                     sign=np.where(same_side, 1.0, -1.0),
+                    noisy=active if noisy else None,
                 )
                 done |= np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
                 obs = new_obs
@@ -375,6 +619,37 @@ class GRPO(BaseAlgorithm):
             venv.autoreset_mode = previous_mode
         elapsed = max(time.perf_counter() - start, 1e-9)
 
+        trained = rollout_buffer.trained & rollout_buffer.valid
+        zero_values, zero_mask = rollout_buffer.advantage_values(self.advantage, self.gamma)  # type: ignore[arg-type]
+        stats = {
+            "step_reward_mean": float(rollout_buffer.rewards[trained].mean()) if trained.any() else math.nan,
+            "step_reward_std": float(rollout_buffer.rewards[trained].std()) if trained.any() else math.nan,
+            "plies_per_s": float(rollout_buffer.valid.sum() / elapsed),
+            "finished_frac": float(done.mean()),
+            "temperature": temperature,
+            "entropy": entropy_sum / n_entropy if n_entropy else math.nan,
+            "entropy_norm": entropy_norm_sum / n_entropy_norm if n_entropy_norm else math.nan,
+        }
+        stats.update(
+            rollout_diagnostics(
+                rollout_buffer.actions,
+                rollout_buffer.rewards,
+                rollout_buffer.valid,
+                rollout_buffer.advantage_values("outcome", self.gamma)[0],
+                trained=trained,
+                zero_std_values=zero_values,
+                zero_std_mask=zero_mask,
+                zero_std_tol=self.zero_std_tol,
+                diversity=diversity,
+                prefix="",
+            )
+        )
+        if self.drop_zero_std_groups:
+            dropped = zero_std_groups(zero_values, zero_mask, self.zero_std_tol)
+            rollout_buffer.drop_groups(dropped)
+            stats["dropped_groups"] = float(dropped.sum())
+            if self.verbose >= 1 and dropped.any():
+                print(f"dynamic sampling: dropped {int(dropped.sum())}/{self.n_groups} groups with no reward spread")
         rollout_buffer.compute_advantages(
             advantage=self.advantage,  # type: ignore[arg-type]
             scale=self.advantage_scale,  # type: ignore[arg-type]
@@ -382,13 +657,7 @@ class GRPO(BaseAlgorithm):
             gamma=self.gamma,
             loss_aggregation=self.loss_aggregation,  # type: ignore[arg-type]
         )
-        trained = rollout_buffer.trained
-        stats = {
-            "step_reward_mean": float(rollout_buffer.rewards[trained].mean()),
-            "step_reward_std": float(rollout_buffer.rewards[trained].std()),
-            "plies_per_s": float(rollout_buffer.valid.sum() / elapsed),
-            "finished_frac": float(done.mean()),
-        }
+        self._rollout_has_plies = bool(rollout_buffer.trained.any())
         if engine_before is not None:
             after = venv.engine_stats()
             hits = after["cache_hits"] - engine_before["cache_hits"]
@@ -396,42 +665,115 @@ class GRPO(BaseAlgorithm):
             if lookups > 0:
                 stats["engine_cache_hit_rate"] = hits / lookups
         for key, value in stats.items():
-            self.logger.record(f"rollout/{key}", value)
+            if not math.isnan(value):
+                self.logger.record(f"rollout/{key}", value)
         self.last_rollout_stats = stats
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
+    # -- guards ------------------------------------------------------------------------------------------
+
+    def _restorable(self) -> dict[str, Any]:
+        """What a rollback restores: the networks, the optimizer and the controllers."""
+        objects: dict[str, Any] = {
+            "policy": self.policy,
+            "optimizer": self.policy.optimizer,
+            "ref_policy": self.ref_policy,
+        }
+        if self.kl_controller is not None:
+            objects["kl_controller"] = self.kl_controller
+        if self.ent_coef_controller is not None:
+            objects["ent_coef_controller"] = self.ent_coef_controller
+        return objects
+
+    def _apply_rollout_guards(self) -> str:
+        """Feed the rollout's health metrics to the entropy controller and the collapse guards and carry out
+        what they decide.
+
+        The metrics describe the policy that sampled the rollout, i.e. the parameters before this rollout's
+        update, so a rollback guard snapshots exactly those parameters and keeps the snapshot if they are healthy.
+
+        :return: ``"train"`` (update on this rollout), ``"skip"`` (a rollback restored an earlier policy: this
+            rollout came from the collapsed one) or ``"stop"``.
+        """
+        stats = self.last_rollout_stats
+        for guard in self.guards:
+            if guard.on_collapse == "rollback":
+                guard.snapshot(self._restorable())
+        if self.ent_coef_controller is not None:
+            self.ent_coef_controller.update(stats.get("entropy_norm", math.nan))
+            self.logger.record("train/entropy_norm_target", self.ent_coef_controller.target_fraction)
+        actions = []
+        for guard in self.guards:
+            action = guard.update(stats.get(guard.metric, math.nan))
+            if action.message and action.event is not GuardEvent.STOP:  # _guard_stop prints a stop's reason
+                print(action.message)
+            actions.append((guard, action))
+        verdict = "train"
+        for guard, action in actions:
+            if action.event is GuardEvent.STOP:
+                self._guard_stop(action.message)
+                verdict = "stop"
+            elif action.event is GuardEvent.ROLLBACK and verdict == "train":
+                guard.restore(self._restorable())
+                verdict = "skip"
+        for guard in self.guards:
+            for key, value in guard.as_log_dict().items():
+                self.logger.record(key, value)
+        if self.guards:
+            self.logger.record("guard/ent_coef_multiplier", self._guard_product("ent_coef_multiplier"))
+            self.logger.record("guard/temperature_multiplier", self._guard_product("temperature_multiplier"))
+            self.logger.record("guard/lr_multiplier", self._guard_product("lr_multiplier"))
+        return verdict
+
+    def _guard_stop(self, reason: str) -> None:
+        """Save ``guard_stop_<timesteps>.zip`` and record why the run stops."""
+        folder = Path(self.guard_save_dir or self.logger.get_dir() or ".")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"guard_stop_{self.num_timesteps}.zip"
+        self.stop_reason, self.stop_checkpoint = reason, str(path)
+        self.save(path)
+        print(f"{reason}\ntraining stopped at {self.num_timesteps} timesteps; checkpoint saved to {path}")
+        self.logger.record("guard/stopped", 1.0)
+
+    # -- update ------------------------------------------------------------------------------------------
+
     @th.no_grad()
-    def _compute_ref_log_probs(self) -> None:
+    def _compute_ref_log_probs(self, temperature: float) -> None:
         """Reference log-probabilities of the trained plies, at the rollout temperature."""
         indices = self.rollout_buffer.trained_indices()
         for start in range(0, len(indices), self.batch_size):
             chunk = indices[start : start + self.batch_size]
             data = self.rollout_buffer.flat_samples(chunk)
-            log_prob, _ = self.ref_policy.evaluate_actions(
-                data.observations, data.actions, data.action_masks, self.temperature
-            )
+            log_prob, _ = self.ref_policy.evaluate_actions(data.observations, data.actions, data.action_masks, temperature)
             self.rollout_buffer.set_ref_log_probs(chunk, log_prob)
 
     def train(self) -> None:
-        """Update the policy on the current rollout: ``n_epochs`` passes of minibatches of trained plies."""
+        """Update the policy on the current rollout: ``n_epochs`` passes of minibatches of trained plies.
+
+        Minibatches whose loss or gradient norm is not finite are skipped (no optimizer step); after
+        ``max_nonfinite`` in a row the update ends and :meth:`learn` stops the run. Afterwards the adaptive KL
+        controller (if any) takes the update's ``kl_ref``.
+        """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         progress = self._current_progress_remaining
+        temperature = self._rollout_temperature
         clip_range = self.clip_range(progress)  # type: ignore[operator]
         clip_range_high = self.clip_range_high(progress)  # type: ignore[operator]
-        ent_coef = self.ent_coef(progress)  # type: ignore[operator]
-        kl_coef = self.kl_coef(progress)  # type: ignore[operator]
-        self._compute_ref_log_probs()
+        ent_coef = self.current_ent_coef(progress)
+        kl_coef = self.current_kl_coef(progress)
+        self._compute_ref_log_probs(temperature)
 
         history: dict[str, list[float]] = {}
         first_batch_ratio_dev: float | None = None
         continue_training = True
+        skipped = 0
         for epoch in range(self.n_epochs):
             for data in self.rollout_buffer.get(self.batch_size):
                 log_prob, entropy = self.policy.evaluate_actions(
-                    data.observations, data.actions, data.action_masks, self.temperature
+                    data.observations, data.actions, data.action_masks, temperature
                 )
                 loss, stats = grpo_loss(
                     log_prob,
@@ -447,8 +789,11 @@ class GRPO(BaseAlgorithm):
                 )
                 if first_batch_ratio_dev is None:
                     # Straight after the rollout the policy is the sampling policy: any deviation here is a
-                    # log-probability mismatch (temperature, masking, train/eval mode), not learning.
-                    first_batch_ratio_dev = stats["ratio_dev"]
+                    # log-probability mismatch (temperature, masking, train/eval mode), not learning. Plies
+                    # sampled with Dirichlet noise have the mixture's log-prob and are left out.
+                    clean = ~data.noisy
+                    if clean.any():
+                        first_batch_ratio_dev = (log_prob - data.old_log_prob)[clean].exp().sub(1).abs().max().item()
                 n_legal = data.action_masks.sum(dim=1)
                 several = n_legal > 1
                 if several.any():
@@ -461,9 +806,23 @@ class GRPO(BaseAlgorithm):
                     break
 
                 self.policy.optimizer.zero_grad()
-                loss.backward()
-                max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+                verdict = self.nonfinite_guard.check(loss.item(), None, stats)
+                if verdict is NonFiniteAction.OK:
+                    loss.backward()
+                    max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+                    grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+                    verdict = self.nonfinite_guard.check(loss.item(), grad_norm.item(), stats)
+                if verdict is not NonFiniteAction.OK:
+                    # A NaN/inf step would poison every parameter it touches: drop its gradient instead.
+                    self.policy.optimizer.zero_grad()
+                    skipped += 1
+                    if self.verbose >= 1 or verdict is NonFiniteAction.STOP:
+                        print(f"[guard nonfinite] skipped a minibatch: {self.nonfinite_guard.message()}")
+                    if verdict is NonFiniteAction.STOP:
+                        self._nonfinite_stop = True
+                        continue_training = False
+                        break
+                    continue
                 self.policy.optimizer.step()
                 stats["grad_norm"] = grad_norm.item()
                 stats["loss"] = loss.item()
@@ -481,11 +840,18 @@ class GRPO(BaseAlgorithm):
             kl_coef=kl_coef,
             clip_range=clip_range,
             clip_range_high=clip_range_high,
+            temperature=temperature,
         )
         if first_batch_ratio_dev is not None:
             summary["ratio_dev_first_batch"] = first_batch_ratio_dev
+        if self.kl_controller is not None and "kl_ref" in summary:
+            self.kl_controller.update(summary["kl_ref"], int(trained.sum()))
+            summary["kl_target"] = self.kl_controller.kl_target
         for key, value in summary.items():
             self.logger.record(f"train/{key}", value)
+        for key, value in self.nonfinite_guard.as_log_dict().items():
+            self.logger.record(key, value)
+        self.logger.record("guard/nonfinite_skipped_update", float(skipped))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.last_train_stats = summary
 
@@ -509,13 +875,19 @@ class GRPO(BaseAlgorithm):
     ) -> SelfGRPO:
         """Train for ``total_timesteps`` env steps (each rollout is ``num_envs * horizon`` of them).
 
-        Logs are written after each update (every ``log_interval`` rollouts), so a rollout's metrics and its
-        update's metrics share one row.
+        Each iteration: a rollout, the collapse guards on its metrics, the update (skipped after a rollback or
+        when dynamic sampling left nothing to train), the adaptive controllers. A guard ``"stop"`` or too many
+        non-finite minibatches save ``guard_stop_<timesteps>.zip``, print why and end the loop cleanly
+        (:attr:`stop_reason`, :attr:`stop_checkpoint`; callbacks still get ``on_training_end``). Logs are
+        written after each update (every ``log_interval`` rollouts, and always for the stopping one), so a
+        rollout's metrics and its update's metrics share one row.
         """
         iteration = 0
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
+        self.stop_reason = self.stop_checkpoint = None
+        self._nonfinite_stop = False
         callback.on_training_start(locals(), globals())
         assert self.env is not None
         while self.num_timesteps < total_timesteps:
@@ -523,12 +895,27 @@ class GRPO(BaseAlgorithm):
                 break
             iteration += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            self.train()
+            verdict = self._apply_rollout_guards()
+            if verdict == "train":
+                if self._rollout_has_plies:
+                    self.train()
+                else:
+                    print(
+                        f"rollout {self.n_rollouts + 1}: no trained ply left (dynamic sampling dropped "
+                        f"{self.last_rollout_stats.get('dropped_groups', 0):.0f}/{self.n_groups} groups with no "
+                        f"reward spread); skipping the update"
+                    )
+                    self.logger.record("train/skipped", 1.0)
             self.n_rollouts += 1
-            if self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0:
+            if self._nonfinite_stop:
+                self._guard_stop(self.nonfinite_guard.message())
+                verdict = "stop"
+            if self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0 and verdict == "train":
                 self.sync_reference()
-            if log_interval is not None and iteration % log_interval == 0:
+            if verdict == "stop" or (log_interval is not None and iteration % log_interval == 0):
                 self.dump_logs(iteration)
+            if verdict == "stop":
+                break
         callback.on_training_end()
         return self
 
