@@ -41,13 +41,18 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress_bar": True,
     "verbose": 0,  # 1 also prints SB3's log table to stdout
     "torch_threads": 1,  # torch intra-op threads; 1 leaves the other cores to the Stockfish pool
+    "evaluate": "none",  # evaluation preset run on the initial and the final policy (none, quick, default, full)
+    "eval_opponents": ["random", "sf0"],  # opponents of that evaluation
 }
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_high", "ent_coef", "kl_coef")
 SUMMARY_KEYS = (
     "rollout/step_reward_mean",
     "rollout/step_reward_std",
+    "rollout/group_reward_std",
+    "rollout/action_agreement_mean",
     "rollout/finished_frac",
     "rollout/plies_per_s",
+    "rollout/engine_cache_hit_rate",
     "train/entropy",
     "train/entropy_norm",
     "train/kl_ref",
@@ -252,15 +257,15 @@ def _build_model(config: dict[str, Any], env: Any, run_dir: Path, resume_from: P
     return GRPO(policy, env, **algo)
 
 
-def _summary(run_dir: Path, wall_s: float, model: Any) -> None:
+def _summary(run_dir: Path, wall_s: float, model: Any, evaluation: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     frame = read_progress(run_dir)
     table = Table(title=f"GRPO run {run_dir.name}")
     table.add_column("metric")
-    table.add_column("first rollouts", justify="right")
-    table.add_column("last rollouts", justify="right")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
     if frame is not None and len(frame):
         k = max(1, min(3, len(frame) // 3))  # average a few rows at each end: single rollouts are noisy
         for key in SUMMARY_KEYS:
@@ -268,10 +273,32 @@ def _summary(run_dir: Path, wall_s: float, model: Any) -> None:
                 col = frame[key].dropna()
                 if len(col):
                     table.add_row(key, f"{col.iloc[:k].mean():.4g}", f"{col.iloc[-k:].mean():.4g}")
+    if evaluation:
+        from grpo_agent.evaluation import format_eval_rows
+
+        for name, before, after in format_eval_rows(evaluation["initial"], evaluation["final"]):
+            table.add_row(name, before, after)
     table.add_row("timesteps", "", f"{model.num_timesteps:,}")
     table.add_row("wall-clock (s)", "", f"{wall_s:.1f}")
     table.add_row("run folder", "", str(run_dir))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+
+
+def _evaluate_initial_and_final(run_dir: Path, train_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """Evaluate ``initial_model.zip`` and ``final_model.zip`` alike; reports go to ``RUN_DIR/eval/``."""
+    if train_cfg["evaluate"] == "none" or not (run_dir / "initial_model.zip").is_file():
+        return None
+    from grpo_agent.evaluation import EvalConfig, Evaluator, load_model, write_artifacts
+
+    config = EvalConfig.preset(train_cfg["evaluate"], opponents=tuple(train_cfg["eval_opponents"]))
+    reports = {}
+    with Evaluator() as evaluator:
+        for name in ("initial", "final"):
+            model = load_model(run_dir / f"{name}_model.zip")
+            print(f"evaluating the {name} policy ({train_cfg['evaluate']} preset) ...")
+            reports[name] = evaluator.evaluate(model, config, policy_name=f"{run_dir.name}/{name}")
+            write_artifacts(reports[name], run_dir / "eval" / name, svg=False)
+    return reports
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -300,6 +327,10 @@ def run_train(args: argparse.Namespace) -> int:
         yaml.safe_dump(config, f, sort_keys=False)
 
     train_cfg = config["train"]
+    from grpo_agent.evaluation import PRESETS
+
+    if train_cfg["evaluate"] not in ("none", *PRESETS):
+        raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
     th.set_num_threads(int(train_cfg["torch_threads"]))
     wandb_run = _init_wandb(args.wandb, run_dir, config)
     env = _make_env(config["env"])
@@ -310,6 +341,8 @@ def run_train(args: argparse.Namespace) -> int:
         if train_cfg["checkpoint_every"] > 0:
             callbacks.append(_checkpoint_callback(train_cfg["checkpoint_every"] * model.horizon, run_dir / "checkpoints"))
         remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
+        if resume_from is None and train_cfg["evaluate"] != "none":
+            _atomic_save(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
         start = time.perf_counter()
         if remaining > 0:
             model.learn(
@@ -324,7 +357,8 @@ def run_train(args: argparse.Namespace) -> int:
         model.logger.close()
     finally:
         env.close()
-    _summary(run_dir, wall, model)
+    run_plot(argparse.Namespace(run_dir=str(run_dir), out=None, dashboard=None))
+    _summary(run_dir, wall, model, _evaluate_initial_and_final(run_dir, train_cfg))
     return 0
 
 

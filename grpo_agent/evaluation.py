@@ -1103,6 +1103,25 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def format_eval_rows(before: EvalReport, after: EvalReport) -> list[tuple[str, str, str]]:
+    """``(metric, before, after)`` text rows comparing two reports of the same config (e.g. a run's start and end)."""
+    rows = []
+    for old, new in zip(before.matches, after.matches):
+        def text(match: MatchResult) -> str:
+            s = match.stats
+            return f"{s.score:.2f} [{s.score_low:.2f}, {s.score_high:.2f}] ({s.wins}/{s.draws}/{s.losses})"
+
+        rows.append((f"score vs {old.opponent} (W/D/L)", text(old), text(new)))
+    if before.acpl is not None and after.acpl is not None:
+        rows.append((f"ACPL (depth {after.acpl.depth}, lower is better)", f"{before.acpl.acpl:.1f}", f"{after.acpl.acpl:.1f}"))
+        rows.append(("move accuracy %", f"{before.acpl.accuracy:.1f}", f"{after.acpl.accuracy:.1f}"))
+        rows.append(("engine's best move %", f"{100 * before.acpl.best_move_rate:.1f}",
+                     f"{100 * after.acpl.best_move_rate:.1f}"))
+    if before.puzzles is not None and after.puzzles is not None:
+        rows.append(("puzzles solved %", f"{100 * before.puzzles.accuracy:.1f}", f"{100 * after.puzzles.accuracy:.1f}"))
+    return rows
+
+
 def write_artifacts(report: EvalReport, out_dir: str | os.PathLike, svg: bool = True) -> Path:
     """Write ``eval.json``, ``games/<opponent>.pgn`` and (with ``svg``) ``svg/<opponent>_<i>.svg``.
 

@@ -1,5 +1,6 @@
 """grpo-chess CLI: strict config, overrides, schedules, plot, and an end-to-end smoke train + resume."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -80,6 +81,11 @@ def test_smoke_train_then_resume(tmp_path):
         "grpo_32_steps.zip", "grpo_64_steps.zip", "grpo_96_steps.zip"
     ]
     assert len(pd.read_csv(run_dir / "progress.csv")) == 3
+    # the smoke config evaluates the initial and the final policy alike, and plots the run
+    for name in ("initial", "final"):
+        report = json.loads((run_dir / "eval" / name / "eval.json").read_text())
+        assert {"eval/acpl", "eval/score_vs_random", "eval/puzzle_accuracy"} <= set(report["metrics"])
+    assert (run_dir / "learning_curves.png").is_file() and (run_dir / "collapse_dashboard.png").is_file()
     assert main(["train", "--resume", str(run_dir), "--set", "train.total_timesteps=160", "--wandb", "disabled"]) == 0
     from grpo_agent import GRPO
 
