@@ -1,0 +1,130 @@
+"""The learning benchmarks (benchmarks/compare_ppo.py, benchmarks/ablation.py): helpers, the fair-comparison
+network, and the whole code path at the ``ci`` preset."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import ablation, common, compare_ppo  # noqa: E402
+
+
+def test_mean_ci_uses_student_t():
+    out = common.mean_ci([1.0, 2.0, 3.0])
+    assert out["mean"] == pytest.approx(2.0)
+    assert out["ci"] == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert out["n"] == 3
+    single = common.mean_ci([5.0, float("nan")])
+    assert single["mean"] == 5.0 and math.isnan(single["ci"])
+    assert common.mean_ci([])["n"] == 0
+
+
+def test_slope_and_tail_mean():
+    assert ablation.slope_per_10k([0, 5000, 10000], [1.0, 0.75, 0.5]) == pytest.approx(-0.5)
+    assert math.isnan(ablation.slope_per_10k([100], [1.0]))
+    curve = [{"x": float(i)} for i in range(8)]
+    assert ablation.tail_mean(curve, "x") == pytest.approx(6.5)  # the last 2 of 8
+    assert math.isnan(ablation.tail_mean(curve, "missing"))
+
+
+def test_bad_arguments_raise_value_error(tmp_path):
+    with pytest.raises(ValueError, match="nope"):
+        compare_ppo.run("nope", tmp_path)
+    with pytest.raises(ValueError, match="nope"):
+        ablation.run("nope", tmp_path)
+    with pytest.raises(ValueError, match="'bad'"):
+        ablation.run("ci", tmp_path, scales=["bad"])
+    with pytest.raises(ValueError, match="learning rates"):
+        ablation.run("ci", tmp_path, learning_rates=[0.0])
+    with pytest.raises(ValueError, match="algo"):
+        compare_ppo.algo_config(compare_ppo.PRESETS["ci"], "dqn")
+    with pytest.raises(ValueError, match="workers"):
+        common.run_jobs(len, [], 0)
+
+
+def test_maskable_ppo_actor_is_the_grpo_network():
+    """Same trunk and conv policy head; MaskablePPO only adds its value MLP."""
+    from grpo_agent.policies import ChessResNet, ConvPolicyHead
+
+    preset = compare_ppo.PRESETS["ci"]
+    env = common.make_vector_env(preset["env"], preset["num_envs"])
+    try:
+        grpo = common.build_grpo(env, compare_ppo.algo_config(preset, "grpo"), preset["net"], 0, "cpu")
+        ppo = common.build_maskable_ppo(env, compare_ppo.algo_config(preset, "maskable_ppo"), preset["net"], 0, "cpu")
+    finally:
+        env.close()
+    assert isinstance(ppo.policy.features_extractor, ChessResNet)
+    assert isinstance(ppo.policy.action_net, ConvPolicyHead)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    actor = count(ppo.policy.features_extractor) + count(ppo.policy.action_net)
+    assert actor == count(grpo.policy)
+    critic = count(ppo.policy.mlp_extractor) + count(ppo.policy.value_net)
+    assert count(ppo.policy) == actor + critic
+    # The optimizer was rebuilt after the head swap: it updates the conv head.
+    optimized = {id(p) for group in ppo.policy.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in optimized for p in ppo.policy.action_net.parameters())
+
+
+def test_cli_wires_bench_and_sweep():
+    from grpo_agent.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "compare", "--preset", "ci", "--seeds", "3"])
+    assert args.func is compare_ppo.run_from_args and args.seeds == [3]
+    args = build_parser().parse_args(["sweep", "--preset", "ci", "--scales", "none", "std"])
+    assert args.func is ablation.run_from_args and args.scales == ["none", "std"]
+
+
+@pytest.mark.slow
+def test_compare_ci_preset_end_to_end(tmp_path):
+    summary = compare_ppo.run("ci", tmp_path, quiet=True)
+    budget = compare_ppo.PRESETS["ci"]["budget_plies"]
+    for algo in compare_ppo.ALGOS:
+        for seed in compare_ppo.PRESETS["ci"]["seeds"]:
+            record = json.loads((tmp_path / "compare_ci" / f"{algo}_seed{seed}.json").read_text())
+            assert record["env_plies"] <= budget and record["env_plies"] >= 0.75 * budget
+            assert record["learner_samples"] > 0 and record["learner_samples_per_s"] > 0
+            assert record["wall_seconds"] > record["learner_seconds"] > 0
+            final = record["final"]
+            assert 0.0 <= final["score_vs_random_low"] <= final["score_vs_random"] <= final["score_vs_random_high"]
+            assert sum(final["wdl_vs_sf0"]) == compare_ppo.PRESETS["ci"]["eval"]["games"]
+            assert final["acpl"] >= 0
+            assert [row["plies"] for row in record["curve"]] == sorted(row["plies"] for row in record["curve"])
+            assert any("acpl" in row for row in record["curve"])
+    grpo = summary["algos"]["grpo"]
+    assert grpo["acpl"]["n"] == 2
+    assert sum(grpo["pooled_vs_random"]["wdl"]) == 2 * compare_ppo.PRESETS["ci"]["eval"]["games"]
+    assert summary["learner_samples_per_s_ratio_grpo_over_ppo"] > 0
+    assert (tmp_path / "compare_ci_curves.png").stat().st_size > 0
+    assert json.loads((tmp_path / "compare_ci.json").read_text())["preset"] == "ci"
+
+
+@pytest.mark.slow
+def test_ablation_ci_preset_end_to_end_and_resumes(tmp_path):
+    grid = ablation.PRESETS["ci"]
+    summary = ablation.run("ci", tmp_path, quiet=True)
+    n_cells = len(grid["learning_rates"]) * len(grid["ent_coefs"]) * len(grid["scales"])
+    assert len(summary["cells"]) == n_cells
+    for cell in summary["cells"]:
+        assert 0.0 < cell["final"]["entropy_norm"] <= 1.0 + 1e-6
+        assert 0.0 < cell["final"]["agreement"] <= 1.0
+        assert cell["acpl"] >= 0 and not math.isnan(cell["entropy_slope_per_10k"])
+        assert cell["collapsed"] == (cell["final"]["entropy_norm"] < 0.5 or cell["final"]["agreement"] > 0.7)
+    for name in ("ablation_ci.json", "ablation_ci_collapse.png", "ablation_ci_acpl.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    # Resumable: finished cells are read back, not rerun; new thresholds apply without rerunning.
+    cell_files = sorted((tmp_path / "ablation_ci").glob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in cell_files}
+    again = ablation.run("ci", tmp_path, quiet=True, entropy_threshold=2.0)
+    assert {p: p.stat().st_mtime_ns for p in cell_files} == before
+    assert len(again["collapsed"]) == n_cells
