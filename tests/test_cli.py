@@ -93,3 +93,18 @@ def test_smoke_train_then_resume(tmp_path):
     assert (run_dir / "progress.0.csv").is_file()
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "learning_curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_wandb_defaults_to_offline(tmp_path, monkeypatch):
+    """wandb cannot reach a server here: the default mode must log locally without one."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "")  # no account: offline needs none
+    config = str(ROOT / "configs" / "smoke.yaml")
+    overrides = ["--set", f"train.runs_dir={tmp_path}", "--set", "train.evaluate=none"]
+    assert main(["train", "--config", config, *overrides]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("*.wandb")), "the offline run holds no logged data"
+    assert wandb.run is None  # the run was finished when training ended
