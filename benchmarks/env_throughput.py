@@ -10,8 +10,10 @@ position, ``max_plies=200``, NEXT_STEP autoreset), picking the moves included in
 * (b) ``naive``: one game calling python-chess ``engine.analyse`` twice per ply (before and after the
   move; one Stockfish, Threads=1, default Hash), building the same observation and mask.
 * (c) ``engine_only``: the positions the cache-off vector env sent to the engine (recorded in a
-  separate run, same seeds), evaluated in the same batches by a 2-process pool with the cache off:
-  the engine's limit, in positions/s (one evaluation per ply).
+  separate run, same seeds), evaluated in the same batches by a 2-process pool with the cache off
+  and nothing else to do: the engine's limit, in positions/s (one evaluation per ply). The env
+  builds its observations, masks and infos while its batch is searched; on 2 cores that Python work
+  still competes with the 2 engine processes for CPU time.
 
 Plus the GRPO case: group resets (``groups x 8``, builtin start positions), 10-ply rollouts with
 autoreset DISABLED, for a random policy and for one that plays a fixed move of the position 90% of
@@ -52,14 +54,14 @@ def random_actions(rng: np.random.Generator, masks: np.ndarray) -> np.ndarray:
 
 
 class RecordingPool:
-    """Passes evaluate() to a pool and keeps a copy of every batch (for the engine-only baseline)."""
+    """Passes submit() to a pool and keeps a copy of every batch (for the engine-only baseline)."""
 
     def __init__(self, pool: StockfishPool) -> None:
         self.pool, self.batches = pool, []
 
-    def evaluate(self, boards, limit):
+    def submit(self, boards, limit):
         self.batches.append([board.copy(stack=False) for board in boards])
-        return self.pool.evaluate(boards, limit)
+        return self.pool.submit(boards, limit)
 
     def __getattr__(self, name):
         return getattr(self.pool, name)

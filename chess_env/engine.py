@@ -9,9 +9,9 @@ import subprocess
 import threading
 import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
@@ -86,6 +86,10 @@ class _EngineFailure(Exception):
 # the same write as `position` and `go` with no `isready` round-trip. It costs a memset of the hash and
 # of ~8 MB of history tables: about +0.25 ms per search with Hash=1 MB, +0.7 ms with 16 MB.
 _RESET = b"ucinewgame\n"
+
+# Requests written ahead to each process (see StockfishPool._drive). 16 depth-1 searches last ~5 ms,
+# a GIL switch interval; the requests are ~130 bytes each, far below a pipe's buffer.
+_WINDOW = 16
 
 # Bound on a process start-up (loading the network), independent of the per-search watchdog, which may
 # be set far shorter than a start-up on a loaded machine.
@@ -172,10 +176,17 @@ class _UciProcess:
         while self._readline(deadline) != b"readyok":
             pass
 
-    def search(self, fen: str, go: bytes, timeout: float) -> tuple[bool, int]:
-        """Search one position; return ``(is_mate, value)`` from the side to move's point of view."""
-        deadline = time.monotonic() + timeout
+    def send(self, fen: str, go: bytes) -> None:
+        """Queue a search of ``fen``; Stockfish runs queued searches one after the other.
+
+        Its UCI loop reads the next command while a search runs, and ``ucinewgame`` waits for that
+        search to end, so requests can be written ahead and the answers come back in order.
+        """
         self._write(self.reset + b"position fen " + fen.encode() + b"\n" + go)
+
+    def receive(self, timeout: float) -> tuple[bool, int]:
+        """The answer to the oldest search sent: ``(is_mate, value)`` from the side to move's view."""
+        deadline = time.monotonic() + timeout
         score: tuple[bool, int] | None = None
         while True:
             line = self._readline(deadline)
@@ -234,14 +245,55 @@ class _UciProcess:
                 pass
 
 
-def _shutdown(engines: list[_UciProcess | None], executor: ThreadPoolExecutor | None) -> None:
+def _shutdown(engines: list[_UciProcess | None], threads: list[ThreadPoolExecutor]) -> None:
     """Close everything a pool owns. Module-level so ``weakref.finalize`` holds no reference to the pool."""
-    if executor is not None:
-        executor.shutdown(wait=True)
+    for thread in threads:
+        thread.shutdown(wait=True)  # lets a batch in flight finish first
     for i, engine in enumerate(engines):
         if engine is not None:
             engine.close()
             engines[i] = None
+
+
+class _Batch:
+    """The searches of one submitted batch, shared by the slot threads that run them."""
+
+    def __init__(
+        self,
+        todo: list[tuple[tuple, chess.Board]],
+        workers: int,
+        go: bytes,
+        timeout: float,
+        results: list[chess.engine.PovScore | None],
+        pending: dict[tuple, list[int]],
+    ) -> None:
+        self.jobs = iter(todo)
+        # Requests each worker writes ahead: no more than its share, or the first worker to start
+        # would take a small batch all to itself.
+        self.window = min(_WINDOW, -(-len(todo) // workers)) if workers else 0
+        self.take = threading.Lock()  # guards ``jobs``, ``errors`` and ``running``
+        self.stop = threading.Event()  # set on a failure or an interrupt: no more jobs are taken
+        self.go = go
+        self.timeout = timeout
+        self.found: dict[tuple, chess.engine.PovScore] = {}
+        self.errors: list[BaseException] = []
+        self.running = workers
+        self.results = results  # one per board, filled in by key from ``found`` at the end
+        self.pending = pending  # key searched -> indices of the boards waiting for it
+        self.future: Future[list[chess.engine.PovScore]] = Future()
+
+    def next_job(self) -> tuple[tuple, chess.Board] | None:
+        with self.take:
+            return None if self.stop.is_set() else next(self.jobs, None)
+
+    def worker_done(self, error: BaseException | None) -> bool:
+        """Record one worker's end; True for the last one, which finishes the batch."""
+        with self.take:
+            if error is not None:
+                self.errors.append(error)
+                self.stop.set()
+            self.running -= 1
+            return self.running == 0
 
 
 class StockfishPool:
@@ -259,8 +311,11 @@ class StockfishPool:
     ``timeout`` seconds plus an allowance for the search size) is replaced and the request retried,
     at most ``max_retries`` times before :class:`EngineError`; failures are never cached.
 
-    The pool is thread-safe (one batch at a time), not picklable (re-create it in each process) and
-    POSIX-only (pipes are read with ``select``).
+    :meth:`submit` starts a batch and returns a :class:`~concurrent.futures.Future` at once, so the
+    caller can work while the engines search; :meth:`evaluate` is ``submit(...).result()``. Each
+    process is driven by its own thread, so the pool is thread-safe (batches queue per process in
+    submission order). It is not picklable (re-create it in each process) and POSIX-only (pipes are
+    read with ``select``).
 
     Args:
         processes: engine processes; default ``os.cpu_count()``.
@@ -310,13 +365,18 @@ class StockfishPool:
         self.engine_calls = 0
         self.engine_restarts = 0
         self._cache: OrderedDict[tuple, chess.engine.PovScore] = OrderedDict()
+        # Guards the cache, the counters and ``_closed``; held briefly, never while waiting for a search.
         self._lock = threading.Lock()
+        self._closed = False
+        self._queued = [0] * processes  # batches queued on or running in each slot's thread
         self._engines: list[_UciProcess | None] = [None] * processes
-        # One thread per process: pipe I/O releases the GIL, so the searches run truly in parallel.
-        self._executor = (
-            ThreadPoolExecutor(max_workers=processes, thread_name_prefix="stockfish-pool") if processes > 1 else None
-        )
-        self._finalizer = weakref.finalize(self, _shutdown, self._engines, self._executor)
+        # One thread per process, the only one that talks to it: batches queue per process in
+        # submission order, and pipe I/O releases the GIL, so the searches run truly in parallel
+        # with each other and with the caller's own work while a submitted batch runs.
+        self._threads = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stockfish-{i}") for i in range(processes)
+        ]
+        self._finalizer = weakref.finalize(self, _shutdown, self._engines, self._threads)
         try:
             # Spawn all, then handshake all: the start-ups (loading the network) overlap.
             for i in range(processes):
@@ -329,24 +389,54 @@ class StockfishPool:
 
     # -- public API ---------------------------------------------------------------------------------
 
+    def submit(
+        self, boards: Sequence[chess.Board], limit: chess.engine.Limit
+    ) -> Future[list[chess.engine.PovScore]]:
+        """Start scoring ``boards`` and return at once; the future's result is :meth:`evaluate`'s.
+
+        The cache lookups, the validation and the deduplication happen here, in the caller's thread;
+        the searches run on the pool's threads while the caller goes on with other work. The boards
+        are read by those threads: do not modify them before the future is done. Batches submitted
+        before an earlier one is done queue behind it (and do not see its results in the cache).
+
+        Raises:
+            ValueError: as :meth:`evaluate`, at once.
+            RuntimeError: the pool is closed.
+
+        The future raises :class:`EngineError` as :meth:`evaluate` does.
+        """
+        return self._submit(boards, limit).future
+
     def evaluate(
         self, boards: Sequence[chess.Board], limit: chess.engine.Limit
     ) -> list[chess.engine.PovScore]:
         """Score every board with the same limit, spreading the searches over the processes.
 
         Returns one :class:`chess.engine.PovScore` per board, from the point of view of the side to
-        move on that board (``score.relative`` is the mover's score).
+        move on that board (``score.relative`` is the mover's score). Same as
+        ``submit(boards, limit).result()``, except that an interrupt (``KeyboardInterrupt``) while
+        waiting stops the batch once the searches already sent to the processes are answered.
 
         Raises:
             ValueError: a board has no legal moves (checkmate or stalemate: score it by the rules) or is
                 not a valid position; the message names its FEN. A time-based limit.
             EngineError: a position failed on ``max_retries + 1`` processes in a row; names the position.
         """
+        batch = self._submit(boards, limit)
+        try:
+            return batch.future.result()
+        except BaseException:
+            batch.stop.set()
+            raise
+
+    def _submit(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> _Batch:
         lkey = _limit_key(limit)
         if not boards:
-            return []
+            batch = _Batch([], 0, b"", 0.0, [], {})
+            batch.future.set_result([])
+            return batch
         with self._lock:
-            if not self._finalizer.alive:
+            if self._closed:
                 raise RuntimeError("StockfishPool is closed")
             results: list[chess.engine.PovScore | None] = [None] * len(boards)
             # Unique positions still to search -> indices of the boards waiting for them.
@@ -377,11 +467,50 @@ class StockfishPool:
             self.cache_hits += hits
             self.cache_misses += len(todo)
 
-            scores = self._run(todo, lkey)
-            for key, score in scores.items():
-                for i in pending[key]:
-                    results[i] = score
-            return results  # type: ignore[return-value]
+            workers = min(self.processes, len(todo))
+            go, timeout = _go_command(lkey), _request_timeout(self.timeout, lkey)
+            batch = _Batch(todo, workers, go, timeout, results, pending)
+            if not todo:
+                batch.future.set_result(results)  # type: ignore[arg-type]
+            # The first requests are written here: the slot threads need the GIL to write, and the
+            # caller, busy in Python right after this call, would hold it for up to 5 ms.
+            idle = [slot for slot in range(workers) if self._queued[slot] == 0]
+            try:
+                ahead = self._send_ahead(idle, batch)
+            except BaseException:
+                # Interrupted between a write and its bookkeeping: the processes may hold requests no
+                # one will read, whose answers would be taken for the next batch's.
+                for slot in idle:
+                    self._discard(slot)
+                raise
+            for slot in range(workers):
+                self._queued[slot] += 1
+                self._threads[slot].submit(self._work, slot, batch, *ahead.get(slot, (deque(), 0)))
+            return batch
+
+    def _send_ahead(self, slots: list[int], batch: _Batch) -> dict[int, tuple[deque, int]]:
+        """Take up to ``batch.window`` jobs for each idle slot and send them to its process, round-robin.
+
+        Returns each slot's taken jobs and how many were sent; a process found dead here is left to
+        its slot's thread to replace (it sends the rest again).
+        """
+        ahead: dict[int, tuple[deque, int]] = {slot: (deque(), 0) for slot in slots}
+        for _ in range(batch.window):
+            for slot in slots:
+                job = batch.next_job()
+                if job is None:
+                    return ahead
+                key, board = job
+                taken, sent = ahead[slot]
+                taken.append((key, board, board.epd() + " 0 1"))
+                engine = self._engines[slot]
+                if engine is not None and sent == len(taken) - 1:
+                    try:
+                        engine.send(taken[-1][2], batch.go)
+                        ahead[slot] = (taken, sent + 1)
+                    except _EngineFailure:
+                        pass
+        return ahead
 
     def evaluate_one(self, board: chess.Board, limit: chess.engine.Limit) -> chess.engine.PovScore:
         """Score a single board; see :meth:`evaluate`."""
@@ -406,10 +535,12 @@ class StockfishPool:
     def close(self) -> None:
         """Stop every engine process and wait for it; idempotent. Also runs at garbage collection and exit.
 
-        Waits for a batch running in another thread to finish first.
+        Waits for a batch in flight to finish first.
         """
         with self._lock:
-            self._finalizer()
+            self._closed = True
+        # Not under the lock: the batch in flight needs it to finish.
+        self._finalizer()
 
     def __enter__(self) -> StockfishPool:
         return self
@@ -443,92 +574,83 @@ class StockfishPool:
                 "score terminal positions by the rules, not the engine"
             )
 
-    def _run(self, todo: list[tuple[tuple, chess.Board]], lkey: tuple) -> dict[tuple, chess.engine.PovScore]:
-        """Search ``todo`` on all processes; each worker pulls the next request when it is free."""
-        results: dict[tuple, chess.engine.PovScore] = {}
-        if not todo:
-            return results
-        go = _go_command(lkey)
-        timeout = _request_timeout(self.timeout, lkey)
-        workers = min(self.processes, len(todo))
-        if workers == 1:
-            try:
-                self._worker(0, iter(todo), threading.Lock(), threading.Event(), go, timeout, results)
-            finally:
-                self._remember(results)
-            return results
-        jobs, take, failed = iter(todo), threading.Lock(), threading.Event()
-        futures = [
-            self._executor.submit(self._worker, slot, jobs, take, failed, go, timeout, results)
-            for slot in range(workers)
-        ]
+    def _work(self, slot: int, batch: _Batch, taken: deque, sent: int) -> None:
+        """Run on slot ``slot``'s thread: search jobs of ``batch`` until none is left; the last worker
+        to stop finishes the batch."""
+        error: BaseException | None = None
         try:
-            errors = [f.exception() for f in futures]
-        except BaseException:
-            # KeyboardInterrupt while waiting: stop the workers and let them finish before the engines
-            # can be used again (or closed) by anyone else.
-            failed.set()
-            wait(futures)
-            self._remember(results)
-            raise
-        # Searches that finished are valid even when another failed: count and cache them first.
-        self._remember(results)
-        for error in errors:
-            if error is not None:
-                raise error
-        return results
+            self._drive(slot, batch, taken, sent)
+        except BaseException as exc:  # handed to the caller through the future
+            error = exc
+        with self._lock:
+            self._queued[slot] -= 1  # this thread is done with the process: the next caller may write
+        if batch.worker_done(error):
+            self._finish(batch)
 
-    def _remember(self, results: dict[tuple, chess.engine.PovScore]) -> None:
-        self.engine_calls += len(results)
-        if self.cache_size > 0:
-            self._cache.update(results)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+    def _drive(self, slot: int, batch: _Batch, taken: deque, sent: int) -> None:
+        """Search jobs of ``batch`` on process ``slot``, keeping up to ``batch.window`` queued in it.
 
-    def _worker(
-        self,
-        slot: int,
-        jobs: Iterator[tuple[tuple, chess.Board]],
-        take: threading.Lock,
-        failed: threading.Event,
-        go: bytes,
-        timeout: float,
-        results: dict[tuple, chess.engine.PovScore],
-    ) -> None:
-        while not failed.is_set():
-            with take:
-                job = next(jobs, None)
-            if job is None:
+        Writing ahead keeps the process busy while this thread waits for the GIL: a caller busy in
+        Python holds it for up to ``sys.getswitchinterval()`` (5 ms) at a time, dozens of depth-1
+        searches, and one request at a time would leave the process idle meanwhile. A failure is
+        charged to the oldest request (the one being searched); the process is replaced, the
+        requests it held are sent again, and after ``max_retries`` replacements in a row the oldest
+        request fails the batch with :class:`EngineError`. Once the batch is stopped (another
+        worker failed), the requests already sent are still answered, so the process stays in step.
+        """
+        # ``taken``: jobs not answered yet, oldest first, as (key, board, fen); ``sent``: how many of them
+        # the current process holds (the caller may have sent the first ones, see _send_ahead).
+        failures = 0  # in a row, while ``taken[0]`` was the oldest request
+        while True:
+            while len(taken) < batch.window and (job := batch.next_job()) is not None:
+                key, board = job
+                taken.append((key, board, board.epd() + " 0 1"))
+            if not taken:
                 return
-            key, board = job
             try:
-                results[key] = self._search(slot, board, go, timeout)
-            except BaseException:
-                failed.set()  # the other workers stop after their current search
-                raise
-
-    def _search(self, slot: int, board: chess.Board, go: bytes, timeout: float) -> chess.engine.PovScore:
-        fen = board.epd() + " 0 1"
-        last: _EngineFailure | None = None
-        for _ in range(self.max_retries + 1):
-            engine = self._engines[slot]
-            try:
+                engine = self._engines[slot]
                 if engine is None:
                     engine = self._respawn(slot)
-                is_mate, value = engine.search(fen, go, timeout)
+                while sent < len(taken):
+                    engine.send(taken[sent][2], batch.go)
+                    sent += 1
+                is_mate, value = engine.receive(batch.timeout)
             except _EngineFailure as exc:
-                last = exc
                 self._discard(slot)
+                sent = 0
+                failures += 1
+                if failures > self.max_retries:
+                    raise EngineError(
+                        f"Stockfish failed on position {taken[0][2]!r} ({batch.go.decode().strip()}) "
+                        f"{failures} times in a row; last error: {exc}"
+                    ) from exc
                 continue
             except BaseException:
                 # Interrupted mid-search: the process's output is out of step with the requests.
                 self._discard(slot)
                 raise
-            return chess.engine.PovScore(chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), board.turn)
-        raise EngineError(
-            f"Stockfish failed on position {fen!r} ({go.decode().strip()}) "
-            f"{self.max_retries + 1} times in a row; last error: {last}"
-        )
+            key, board, _ = taken.popleft()
+            sent -= 1
+            failures = 0
+            batch.found[key] = chess.engine.PovScore(
+                chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), board.turn
+            )
+
+    def _finish(self, batch: _Batch) -> None:
+        # Searches that finished are valid even when another failed: count and cache them first.
+        with self._lock:
+            self.engine_calls += len(batch.found)
+            if self.cache_size > 0:
+                self._cache.update(batch.found)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        if batch.errors:
+            batch.future.set_exception(batch.errors[0])
+            return
+        for key, score in batch.found.items():
+            for i in batch.pending[key]:
+                batch.results[i] = score
+        batch.future.set_result(batch.results)  # type: ignore[arg-type]
 
     def _discard(self, slot: int) -> None:
         engine = self._engines[slot]
@@ -542,6 +664,7 @@ class StockfishPool:
         except OSError as exc:
             raise _EngineFailure(f"cannot start {self.path!r}: {exc}") from exc
         self._engines[slot] = engine
-        self.engine_restarts += 1
+        with self._lock:
+            self.engine_restarts += 1
         engine.handshake(_STARTUP_TIMEOUT)
         return engine

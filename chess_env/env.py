@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 import chess
@@ -135,6 +136,8 @@ class ChessEnv(gym.Env):
         self._outcome: chess.Outcome | None = None
         self._done = True
         self._resets = 0
+        self._mask: np.ndarray | None = None  # the last legal-move mask, for the position ``_mask_key``
+        self._mask_key: tuple | None = None
 
     # Engine ---------------------------------------------------------------------------------
     @property
@@ -162,9 +165,10 @@ class ChessEnv(gym.Env):
         ``options["agent_color"]`` (``"white"`` or ``"black"``) sets the agent's colour for this game
         only, overriding ``agent_color`` (the vector env uses it to give a whole group one colour).
         """
-        board = self._begin_reset(seed, options)
-        score = self.engine.evaluate([board], self.limit)[0] if board is not None else None
-        return self._end_reset(score)
+        pending = self._submit(self._begin_reset(seed, options))
+        obs, info = self._observe()  # while the engine searches
+        self._end_reset(_first(pending))
+        return obs, info
 
     def _begin_reset(self, seed: int | None, options: dict[str, Any] | None) -> chess.Board | None:
         """Set up the start position; return the board to evaluate, or None when no engine call is needed."""
@@ -203,16 +207,25 @@ class ChessEnv(gym.Env):
         self._done = False
         return self.board if self.shaping else None
 
-    def _end_reset(self, score: chess.engine.PovScore | None) -> tuple[np.ndarray, dict]:
+    def _end_reset(self, score: chess.engine.PovScore | None) -> None:
+        """Take the start position's value from its engine score (None when none was needed)."""
         self._value_white = self._value(self.board, score)
-        return self._observation(), self._info()
 
     # Step -----------------------------------------------------------------------------------
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Play ``action`` for the side to move (and the opponent's reply, if any)."""
-        board = self._begin_step(action)
-        score = self.engine.evaluate([board], self.limit)[0] if board is not None else None
-        return self._end_step(score)
+        pending = self._submit(self._begin_step(action))
+        obs, info = self._observe()  # while the engine searches
+        reward, terminated, truncated = self._end_step(_first(pending), info)
+        return obs, reward, terminated, truncated, info
+
+    # A step (and a reset) is split in three so that ChessVectorEnv can run one engine batch for all
+    # its games and build their observations while the engine searches: ``_begin_*`` plays the
+    # move(s) and returns the board to score, ``_observe`` builds everything that does not depend on
+    # the score, ``_end_*`` uses the score.
+    def _submit(self, board: chess.Board | None) -> Future | None:
+        """Start scoring ``board`` (None: nothing to score)."""
+        return self.engine.submit([board], self.limit) if board is not None else None
 
     def _begin_step(self, action: int) -> chess.Board | None:
         """Play the move(s) of a step; return the board to evaluate, or None when no engine call is needed."""
@@ -228,30 +241,25 @@ class ChessEnv(gym.Env):
         self._push(move)
         if self.opponent is not None and self._outcome is None and self.ply < self.max_plies:
             self._push(self.opponent(self.board))
+        self._done = self._outcome is not None or self.ply >= self.max_plies
         return self.board if self.shaping and self._outcome is None else None
 
-    def _end_step(self, score: chess.engine.PovScore | None) -> tuple[np.ndarray, float, bool, bool, dict]:
-        sign = 1.0 if self._mover == chess.WHITE else -1.0
-        info_extra: dict[str, Any] = {}
+    def _end_step(self, score: chess.engine.PovScore | None, info: dict[str, Any]) -> tuple[float, bool, bool]:
+        """Reward, terminated and truncated of the step begun by :meth:`_begin_step`; adds the values to ``info``."""
         if self._illegal:
-            reward = -self.result_scale
-            terminated, truncated = True, False
-            info_extra["illegal_action"] = True
-        else:
-            value_before = self._value_white
-            self._value_white = self._value(self.board, score)
-            reward = 0.0
-            if self.shaping:
-                reward += self.shaping_scale * sign * (self._value_white - value_before)
-                info_extra.update(value_before=sign * value_before, value_after=sign * self._value_white)
-            terminated = self._outcome is not None
-            if terminated:
-                reward += self.result_scale * result_for(self._outcome, self._mover)
-            truncated = not terminated and self.ply >= self.max_plies
-            self._done = terminated or truncated
-        info = self._info()
-        info.update(info_extra)
-        return self._observation(), float(reward), terminated, truncated, info
+            info["illegal_action"] = True
+            return -self.result_scale, True, False
+        sign = 1.0 if self._mover == chess.WHITE else -1.0
+        value_before = self._value_white
+        self._value_white = self._value(self.board, score)
+        reward = 0.0
+        if self.shaping:
+            reward += self.shaping_scale * sign * (self._value_white - value_before)
+            info.update(value_before=sign * value_before, value_after=sign * self._value_white)
+        terminated = self._outcome is not None
+        if terminated:
+            reward += self.result_scale * result_for(self._outcome, self._mover)
+        return float(reward), terminated, not terminated and self.ply >= self.max_plies
 
     def _legal_move(self, action: int) -> chess.Move | None:
         try:
@@ -274,7 +282,17 @@ class ChessEnv(gym.Env):
         """Bool array ``(4672,)``: True at the legal moves (all False once the game is over)."""
         if self._done:
             return np.zeros(N_ACTIONS, dtype=bool)
-        return legal_action_mask(self.board)
+        # The legal moves are a function of the transposition key (~0.4 us), so the mask built for the
+        # step's info is reused by the action_masks() call that follows it (MaskablePPO's), and by
+        # nothing that changed the board in between.
+        key = self.board._transposition_key()
+        if self._mask_key != key:
+            self._mask, self._mask_key = legal_action_mask(self.board), key
+        return self._mask.copy()
+
+    def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The observation and info of the current position: everything of a step but the engine's part."""
+        return self._observation(), self._info()
 
     def _observation(self) -> np.ndarray:
         return observation(self.board, self.history)
@@ -327,3 +345,8 @@ class ChessEnv(gym.Env):
         state["_engine"] = None
         state["_owns_engine"] = True
         return state
+
+
+def _first(pending: Future | None) -> chess.engine.PovScore | None:
+    """The score of a one-board batch from :meth:`ChessEnv._submit`, once the engine is done."""
+    return pending.result()[0] if pending is not None else None

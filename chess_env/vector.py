@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import chess
@@ -21,11 +22,12 @@ class ChessVectorEnv(VectorEnv):
     """``num_envs`` games of :class:`ChessEnv` sharing one :class:`~chess_env.engine.StockfishPool`.
 
     Every sub-game is a real :class:`ChessEnv` (same rules, rewards, observations and infos); the
-    vector env only batches their engine work: a :meth:`step` plays every game's move, sends all the
-    positions that need a shaping score to the pool in **one** ``evaluate`` call (the pool spreads
-    them over its processes, searches duplicates once and answers repeats from its cache), then
-    finishes every game's step. Observations ``(num_envs, C, 8, 8)`` and masks ``(num_envs, 4672)``
-    are stacked; :meth:`action_masks` gives the masks for sb3-contrib.
+    vector env only batches their engine work: a :meth:`step` plays every game's move, submits all
+    the positions that need a shaping score to the pool in **one** batch (the pool spreads them over
+    its processes, searches duplicates once and answers repeats from its cache), builds every
+    game's observation, mask and info while the engines search, then waits for the scores and
+    finishes every game's step (rewards and values). Observations ``(num_envs, C, 8, 8)`` and masks
+    ``(num_envs, 4672)`` are stacked; :meth:`action_masks` gives the masks for sb3-contrib.
 
     **Resets.** ``reset(seed=s)`` seeds game ``i`` with ``s + i`` and the vector env's own generator
     (which draws group starts) with ``s``. ``options`` may hold one of:
@@ -154,11 +156,12 @@ class ChessVectorEnv(VectorEnv):
         return self.envs[0].start_positions
 
     # Engine ----------------------------------------------------------------------------------
-    def _evaluate(self, boards: list[chess.Board]) -> list[Any]:
+    def _submit(self, boards: list[chess.Board]) -> Future | None:
+        """Start one pool batch for ``boards`` (None when there is nothing to score)."""
         if not boards:
-            return []
+            return None
         self._pool_calls += 1
-        return self._engine.evaluate(boards, self.limit)
+        return self._engine.submit(boards, self.limit)
 
     def _pool_counters(self) -> tuple[int, int, int]:
         pool = self._engine
@@ -170,7 +173,7 @@ class ChessVectorEnv(VectorEnv):
         """Engine use since construction (or :meth:`reset_engine_stats`).
 
         Returns ``cache_hits``, ``cache_misses``, ``engine_calls`` (searches run), ``cache_hit_rate``,
-        ``pool_calls`` (batched ``evaluate`` calls), ``steps`` (vector steps), ``plies`` (half-moves
+        ``pool_calls`` (batches submitted to the pool), ``steps`` (vector steps), ``plies`` (half-moves
         played by all games, opponents' included) and ``engine_calls_per_ply``. Counts come from the
         pool's counters, so they include other users of a shared pool.
         """
@@ -206,19 +209,27 @@ class ChessVectorEnv(VectorEnv):
         if isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = seeding.np_random(int(seed))
         indices, env_options = self._reset_plan(dict(options or {}))
-        boards = [self.envs[i]._begin_reset(seeds[i], env_options[i]) for i in indices]
-        scores = self._evaluate([b for b in boards if b is not None])
+        started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices])
         infos: dict[str, Any] = {}
-        it = iter(scores)
-        for i, board in zip(indices, boards):
-            obs, info = self.envs[i]._end_reset(next(it) if board is not None else None)
-            self._store(i, obs, info)
+        for i, info in zip(indices, started):
             infos = self._add_env_info(infos, info, i)
-            self._terminated[i] = self._truncated[i] = self._needs_reset[i] = False
         self._started = True
         infos["action_mask"] = self._masks.copy()
         infos["_action_mask"] = np.ones(self.num_envs, dtype=bool)
         return self._obs.copy(), infos
+
+    def _restart(
+        self, indices: list[int], seeds: list[int | None], options: list[dict[str, Any] | None]
+    ) -> list[dict[str, Any]]:
+        """Start new games ``indices`` with one pool batch; return their infos."""
+        boards = [self.envs[i]._begin_reset(seed, opts) for i, seed, opts in zip(indices, seeds, options)]
+        pending = self._submit([board for board in boards if board is not None])
+        infos = [self._observe(i)[1] for i in indices]  # while the engines search
+        scores = iter(_scores(pending))
+        for i, board in zip(indices, boards):
+            self.envs[i]._end_reset(next(scores) if board is not None else None)
+            self._terminated[i] = self._truncated[i] = self._needs_reset[i] = False
+        return infos
 
     def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
         if seed is None:
@@ -310,16 +321,20 @@ class ChessVectorEnv(VectorEnv):
             else:
                 kind[i] = "step"
                 board = env._begin_step(actions[i])
-                if board is None and mode == AutoresetMode.SAME_STEP and _ends_now(env):
+                if board is None and mode == AutoresetMode.SAME_STEP and env._done:
                     # Ended without needing a score (mate, draw, illegal move, or truncation without
-                    # shaping): finish it now so that its new start joins this step's pool call.
-                    final[i] = self._finish_step(i, None, rewards, terminated, truncated, plies_before[i])
+                    # shaping): finish it now so that its new start joins this step's pool batch.
+                    final[i] = env._observe()
+                    self._finish_step(i, None, final[i][1], rewards, terminated, truncated, plies_before[i])
                     kind[i] = "reset"
                     board = env._begin_reset(None, None)
             if board is not None:
                 boards.append(board)
                 owners.append(i)
-        scores = dict(zip(owners, self._evaluate(boards)))
+        pending = self._submit(boards)
+        # Everything that does not depend on a score, while the engines search.
+        views = {i: self._observe(i) for i in range(self.num_envs) if kind[i] != "pad"}  # (obs, info)
+        scores = dict(zip(owners, _scores(pending)))
 
         infos: dict[str, Any] = {}
         restarts: list[int] = []
@@ -329,26 +344,20 @@ class ChessVectorEnv(VectorEnv):
                 infos = self._add_env_info(infos, env._info(), i)
                 continue
             if kind[i] == "reset":
-                obs, info = env._end_reset(scores.get(i))
-                self._store(i, obs, info)
+                env._end_reset(scores.get(i))
                 self._needs_reset[i] = False
             else:
-                obs, info = self._finish_step(i, scores.get(i), rewards, terminated, truncated, plies_before[i])
+                self._finish_step(i, scores.get(i), views[i][1], rewards, terminated, truncated, plies_before[i])
                 if mode == AutoresetMode.SAME_STEP and self._needs_reset[i]:
-                    final[i] = (obs, info)
+                    final[i] = views[i]
                     restarts.append(i)
                     continue  # the info returned is its new game's, added below
-            infos = self._add_env_info(infos, info, i)
+            infos = self._add_env_info(infos, views[i][1], i)
         if restarts:
             # Games truncated on a position the engine had to score: their new starts can only be set up
-            # after that score was used, so they take a second pool call (a cache hit when starts repeat).
-            starts = [self.envs[i]._begin_reset(None, None) for i in restarts]
-            scored = [(i, board) for i, board in zip(restarts, starts) if board is not None]
-            scores = dict(zip([i for i, _ in scored], self._evaluate([board for _, board in scored])))
-            for i in restarts:
-                obs, info = self.envs[i]._end_reset(scores.get(i))
-                self._store(i, obs, info)
-                self._needs_reset[i] = False
+            # after that score was used, so they take a second pool batch (a cache hit when starts repeat).
+            started = self._restart(restarts, [None] * len(restarts), [None] * len(restarts))
+            for i, info in zip(restarts, started):
                 infos = self._add_env_info(infos, info, i)
         for i, (obs, info) in final.items():
             infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
@@ -361,23 +370,26 @@ class ChessVectorEnv(VectorEnv):
         self,
         i: int,
         score: Any,
+        info: dict[str, Any],
         rewards: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
         ply_before: int,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    ) -> None:
+        """Game ``i``'s reward, termination and values, once its score (if any) is known."""
         env = self.envs[i]
-        obs, rewards[i], terminated[i], truncated[i], info = env._end_step(score)
+        rewards[i], terminated[i], truncated[i] = env._end_step(score, info)
         self._plies += env.ply - ply_before
         # Kept for padding (DISABLED): a finished game repeats how it ended until the next reset.
         self._terminated[i], self._truncated[i] = terminated[i], truncated[i]
         self._needs_reset[i] = terminated[i] or truncated[i]
-        self._store(i, obs, info)
-        return obs, info
 
-    def _store(self, i: int, obs: np.ndarray, info: dict[str, Any]) -> None:
+    def _observe(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Game ``i``'s observation and info, its observation and mask copied into the stacked arrays."""
+        obs, info = self.envs[i]._observe()
         self._obs[i] = obs
         self._masks[i] = info["action_mask"]
+        return obs, info
 
     def _add_env_info(self, infos: dict[str, Any], info: dict[str, Any], i: int) -> dict[str, Any]:
         # The masks are stacked once per call from self._masks, not key by key.
@@ -427,6 +439,6 @@ class ChessVectorEnv(VectorEnv):
         return f"ChessVectorEnv(num_envs={self.num_envs}, autoreset_mode={self._autoreset_mode.name})"
 
 
-def _ends_now(env: ChessEnv) -> bool:
-    """Whether the step ``env`` has just begun (``_begin_step``) ends its game."""
-    return env._illegal or env._outcome is not None or env.ply >= env.max_plies
+def _scores(pending: Future | None) -> list[Any]:
+    """The scores of a batch from :meth:`ChessVectorEnv._submit`, once the engines are done."""
+    return pending.result() if pending is not None else []

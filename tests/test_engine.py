@@ -168,6 +168,32 @@ def test_cache_hits_return_the_same_scores_and_counters_move():
 
 
 @needs_stockfish
+def test_submit_returns_at_once_with_evaluates_results():
+    boards = random_boards(6, seed=7)
+    limit = chess.engine.Limit(nodes=40_000)  # ~40 ms a search: the batch is still running below
+    with StockfishPool(processes=2, cache_size=0) as p:
+        expected = p.evaluate(boards, limit)
+        future = p.submit(boards, limit)
+        assert not future.done()  # the caller is free while the engines search
+        assert future.result(timeout=30) == expected
+        assert p.engine_calls == 2 * len(boards)
+        # Batches submitted back to back queue behind each other; each gets its own results.
+        futures = [p.submit(boards[:3], limit), p.submit(boards[3:], limit)]
+        assert [f.result(timeout=30) for f in futures] == [expected[:3], expected[3:]]
+        assert p.submit([], limit).result() == []
+
+
+@needs_stockfish
+def test_submit_raises_bad_input_at_once():
+    with StockfishPool(processes=1) as p:
+        with pytest.raises(ValueError, match="no legal moves"):
+            p.submit([chess.Board("7k/5QQ1/8/8/8/8/8/K7 b - - 0 1")], chess.engine.Limit(depth=1))
+        p.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            p.submit([chess.Board()], chess.engine.Limit(depth=1))
+
+
+@needs_stockfish
 def test_cache_is_lru_and_size_zero_disables_it():
     boards = random_boards(3, seed=5)
     limit = chess.engine.Limit(depth=2)
@@ -295,6 +321,18 @@ def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, on
                 p.evaluate([board], chess.engine.Limit(depth=1))
         assert p.engine_calls == 0
         assert p.engine_restarts == 5  # 2 per failed call, plus re-creating the slot left empty
+
+
+def test_failure_in_a_submitted_batch_surfaces_from_result(tmp_path):
+    boards = [chess.Board(), chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")]
+    with StockfishPool(processes=2, path=_fake_engine(tmp_path, "exit 3"), max_retries=1) as p:
+        future = p.submit(boards, chess.engine.Limit(depth=1))
+        with pytest.raises(EngineError, match="failed on position"):
+            future.result(timeout=30)
+        assert isinstance(future.exception(), EngineError)
+        assert p.engine_calls == 0 and p.cache_misses == 2  # nothing scored, nothing cached
+        with pytest.raises(EngineError):  # the next batch searches (and fails) again
+            p.submit(boards[:1], chess.engine.Limit(depth=1)).result(timeout=30)
 
 
 # -- process hygiene ---------------------------------------------------------------------------------

@@ -122,6 +122,21 @@ def test_rewards_telescope_in_self_play(env):
     assert white_total == pytest.approx(last - start_value, abs=1e-9)
 
 
+def test_action_masks_follow_the_board_and_are_copies():
+    env = ChessEnv(shaping=False)
+    _, info = env.reset(seed=0)
+    mask = env.action_masks()
+    assert np.array_equal(mask, info["action_mask"]) and np.array_equal(mask, legal_action_mask(env.board))
+    mask[:] = False  # the caller's copy: the env's stays right
+    assert np.array_equal(env.action_masks(), info["action_mask"])
+    env.board.push_uci("e2e4")  # a board changed behind the env's back is not answered from the last mask
+    assert np.array_equal(env.action_masks(), legal_action_mask(env.board))
+    env.board.pop()
+    _, _, _, _, info = env.step(action(env, "f2f3"))
+    assert np.array_equal(info["action_mask"], legal_action_mask(env.board))
+    assert np.array_equal(env.action_masks(), info["action_mask"])
+
+
 def test_illegal_action_loses_or_raises():
     env = ChessEnv(shaping=False)
     env.reset(seed=0)

@@ -21,15 +21,15 @@ def pool():
 
 
 class CountingPool:
-    """A pool proxy that counts evaluate() calls and the boards sent."""
+    """A pool proxy that counts the batches submitted and the boards sent."""
 
     def __init__(self, pool: StockfishPool) -> None:
         self.pool, self.calls, self.batch_sizes = pool, 0, []
 
-    def evaluate(self, boards, limit):
+    def submit(self, boards, limit):
         self.calls += 1
         self.batch_sizes.append(len(boards))
-        return self.pool.evaluate(boards, limit)
+        return self.pool.submit(boards, limit)
 
     def __getattr__(self, name):
         return getattr(self.pool, name)
