@@ -73,8 +73,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from chess_env.encoding import decode_action, legal_action_mask, observation, observation_channels
 from chess_env.engine import EngineNotFoundError, find_stockfish
-
-MoveFn = Callable[[chess.Board], chess.Move]
+from chess_env.opponents import MoveFn, RandomOpponent
 
 Z_95 = 1.959963984540054
 """Two-sided 95% normal quantile."""
@@ -190,21 +189,14 @@ def _clamped_cp(score: chess.engine.Score) -> int:
 # Policies
 
 
-class RandomPolicy:
-    """Plays a uniformly random legal move drawn from its own generator.
+class RandomPolicy(RandomOpponent):
+    """Plays a uniformly random legal move drawn from its own generator (the env's random opponent).
 
     :func:`as_move_fn` gives every game a fresh instance on the game's own stream, so results
     do not depend on which worker thread plays which game.
     """
 
     name = "random"
-
-    def __init__(self, rng: np.random.Generator | None = None) -> None:
-        self.rng = rng if rng is not None else np.random.default_rng()
-
-    def __call__(self, board: chess.Board) -> chess.Move:
-        moves = list(board.legal_moves)
-        return moves[int(self.rng.integers(len(moves)))]
 
 
 class _EngineSet:
