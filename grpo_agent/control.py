@@ -285,6 +285,9 @@ class CollapseGuard:
         so it gets its own, smaller cap.
     :param rollback_lr_factor: learning-rate multiplier applied at each rollback, in ``(0, 1]``.
     :param max_rollbacks: rollbacks allowed before the guard stops the run instead.
+    :param snapshot_margin: a snapshot is kept only when the value is healthy by at least this much (in the
+        metric's units, ``>= 0``): a policy just above the floor is about to collapse, and rolling back to it
+        only repeats the collapse.
     :param name: prefix of the log keys (default: ``metric``).
     """
 
@@ -302,6 +305,7 @@ class CollapseGuard:
         max_temperature_boost: float = 1.5,
         rollback_lr_factor: float = 0.5,
         max_rollbacks: int = 3,
+        snapshot_margin: float = 0.0,
         name: str | None = None,
     ) -> None:
         if not metric:
@@ -333,6 +337,8 @@ class CollapseGuard:
             raise ValueError(f"rollback_lr_factor must be in (0, 1], got {rollback_lr_factor}")
         if int(max_rollbacks) != max_rollbacks or max_rollbacks < 0:
             raise ValueError(f"max_rollbacks must be an integer >= 0, got {max_rollbacks}")
+        if not snapshot_margin >= 0:
+            raise ValueError(f"snapshot_margin must be >= 0, got {snapshot_margin}")
         self.metric = metric
         self.threshold = float(threshold)
         self.patience = int(patience)
@@ -345,6 +351,7 @@ class CollapseGuard:
         self.max_temperature_boost = float(max_temperature_boost)
         self.rollback_lr_factor = float(rollback_lr_factor)
         self.max_rollbacks = int(max_rollbacks)
+        self.snapshot_margin = float(snapshot_margin)
         self.name = name or metric
         # dynamic state (state_dict)
         self.consecutive = 0
@@ -386,8 +393,10 @@ class CollapseGuard:
             return self._action(GuardEvent.NONE)
         side = "<" if self.mode == "below" else ">"
         if not self.is_bad(value):
-            if self._staged is not None:
-                self._healthy, self._staged = self._staged, None
+            margin = value - self.threshold if self.mode == "below" else self.threshold - value
+            if self._staged is not None and margin >= self.snapshot_margin:
+                self._healthy = self._staged
+            self._staged = None
             self.consecutive = 0
             self.boost = 1.0 + (self.boost - 1.0) * self.decay
             if self.boost - 1.0 < 1e-3:

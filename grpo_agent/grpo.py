@@ -181,6 +181,8 @@ class GRPO(BaseAlgorithm):
     :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
     :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
     :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
+    :param rollback_margin: a rollback snapshot is kept only from rollouts healthy by at least this much (in
+        the watched metric's units; default 0.15), so a rollback does not land on a policy about to collapse
     :param guard_save_dir: folder of the ``guard_stop_<timesteps>.zip`` checkpoints (default ``None``: the
         logger's folder, which is the run folder under ``grpo-chess train``)
     :param drop_zero_std_groups: dynamic sampling (default False): groups whose trained plies would all get
@@ -256,6 +258,7 @@ class GRPO(BaseAlgorithm):
         boost_targets: tuple[str, ...] | list[str] = ("ent_coef",),
         max_temperature_boost: float = 1.5,
         rollback_lr_factor: float = 0.5,
+        rollback_margin: float = 0.15,
         max_rollbacks: int = 3,
         guard_save_dir: str | None = None,
         drop_zero_std_groups: bool = False,
@@ -405,6 +408,7 @@ class GRPO(BaseAlgorithm):
             max_temperature_boost=max_temperature_boost,
             rollback_lr_factor=rollback_lr_factor,
             max_rollbacks=max_rollbacks,
+            snapshot_margin=rollback_margin,
         )
         #: collapse guards, each watching one key of ``last_rollout_stats``
         self.guards: list[CollapseGuard] = []

@@ -197,8 +197,11 @@ def test_rollback_restores_the_last_healthy_policy_and_lowers_the_lr(tmp_path, c
     fired = first_firing(entropy, FLOOR, 2)
     assert fired is not None
     assert "rolling back to the last healthy snapshot (rollback 1/1), learning rate x0.5" in capsys.readouterr().out
-    # the rollout after the rollback starts from the parameters that sampled the last healthy rollout
-    healthy = max(i for i in range(fired) if entropy[i] >= FLOOR)
+    # the rollout after the rollback starts from the parameters that sampled the last rollout healthy by
+    # the rollback margin (GRPO's default 0.15 above the floor)
+    margin = model.guards[0].snapshot_margin
+    assert margin == 0.15
+    healthy = max(i for i in range(fired) if entropy[i] >= FLOOR + margin)
     th.testing.assert_close(rec.start_params[fired + 1], rec.sampled_by[healthy], rtol=0, atol=0)
     assert rec.rollbacks_at_start[fired + 1] == 1 and rec.rollbacks_at_start[fired] == 0
     frame = progress(tmp_path)
@@ -431,3 +434,24 @@ def test_guard_snapshot_is_only_committed_when_healthy():
     assert guard.update(0.1).event.name == "ROLLBACK"
     guard.restore({"net": net})
     th.testing.assert_close(net.state_dict()["weight"], healthy["weight"])
+
+
+def test_rollback_snapshot_needs_a_margin_above_the_floor():
+    # a policy barely above the floor is about to collapse: with a margin, rollback lands on an earlier one
+    guard = CollapseGuard("entropy_norm", 0.5, patience=1, on_collapse="rollback", snapshot_margin=0.1)
+    net = th.nn.Linear(2, 2)
+    guard.snapshot({"net": net})
+    guard.update(0.8)  # healthy by 0.3: kept
+    kept = copy.deepcopy(net.state_dict())
+    with th.no_grad():
+        net.weight.add_(1.0)
+    guard.snapshot({"net": net})
+    guard.update(0.55)  # healthy, but only by 0.05: not kept
+    with th.no_grad():
+        net.weight.add_(1.0)
+    guard.snapshot({"net": net})
+    assert guard.update(0.2).event.name == "ROLLBACK"
+    guard.restore({"net": net})
+    th.testing.assert_close(net.state_dict()["weight"], kept["weight"])
+    with pytest.raises(ValueError, match="snapshot_margin"):
+        CollapseGuard("entropy_norm", 0.5, snapshot_margin=-1)
