@@ -31,6 +31,5 @@ if ENV_ID not in registry:
         id=ENV_ID,
         entry_point="chess_env.env:ChessEnv",
         vector_entry_point="chess_env.vector:ChessVectorEnv",
-        disable_env_checker=False,
     )
 
