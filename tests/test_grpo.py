@@ -18,14 +18,6 @@ from grpo_agent import GRPO, grpo_loss
 TINY = dict(features_extractor_kwargs=dict(n_blocks=1, channels=16))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Two cores shared with Stockfish: a second torch thread only adds contention.
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
 
 def make_model(num_envs=8, shaping=False, policy_kwargs=TINY, **kwargs):
     env = ChessVectorEnv(num_envs, shaping=shaping, reward_depth=1, max_plies=60, start_positions="builtin")

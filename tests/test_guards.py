@@ -30,13 +30,6 @@ COLLAPSE = dict(learning_rate=0.1, ent_coef=0.0, max_grad_norm=None, entropy_flo
 MATE_FEN = "8/8/6Q1/8/8/8/6p1/5K1k w - - 0 1"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
 
 def make_model(tmp_path=None, num_envs=8, shaping=True, start_positions="builtin", **kwargs):
     env = ChessVectorEnv(num_envs, shaping=shaping, reward_depth=1, max_plies=60, start_positions=start_positions)

@@ -79,26 +79,21 @@ def test_maskable_ppo_learns_through_the_adapter():
     """One-ply episodes from a position with a hanging queen: PPO learns to take it."""
     from sb3_contrib import MaskablePPO
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small networks: extra threads only contend with the engines
-    try:
-        venv = ChessVectorEnv(8, reward_depth=1, max_plies=1, start_positions=[HANGING_QUEEN], engine_processes=1)
-        env = VecMonitor(ChessVecEnv(venv))
-        model = MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=64, n_epochs=4, learning_rate=1e-3, seed=0)
-        capture = encode_move(chess.Board(HANGING_QUEEN), chess.Move.from_uci("d2d5"))
+    venv = ChessVectorEnv(8, reward_depth=1, max_plies=1, start_positions=[HANGING_QUEEN], engine_processes=1)
+    env = VecMonitor(ChessVecEnv(venv))
+    model = MaskablePPO("MlpPolicy", env, n_steps=32, batch_size=64, n_epochs=4, learning_rate=1e-3, seed=0)
+    capture = encode_move(chess.Board(HANGING_QUEEN), chess.Move.from_uci("d2d5"))
 
-        def p_capture() -> float:
-            obs = env.reset()
-            obs_t = model.policy.obs_to_tensor(obs)[0]
-            with torch.no_grad():
-                dist = model.policy.get_distribution(obs_t, action_masks=get_action_masks(env))
-            return float(dist.distribution.probs[0, capture])
+    def p_capture() -> float:
+        obs = env.reset()
+        obs_t = model.policy.obs_to_tensor(obs)[0]
+        with torch.no_grad():
+            dist = model.policy.get_distribution(obs_t, action_masks=get_action_masks(env))
+        return float(dist.distribution.probs[0, capture])
 
-        before = p_capture()
-        model.learn(total_timesteps=2048)
-        after = p_capture()
-        assert before < 0.1 and after > 0.8, (before, after)
-        assert model.ep_info_buffer and venv.engine_stats()["cache_hit_rate"] > 0.9
-        env.close()
-    finally:
-        torch.set_num_threads(threads)
+    before = p_capture()
+    model.learn(total_timesteps=2048)
+    after = p_capture()
+    assert before < 0.1 and after > 0.8, (before, after)
+    assert model.ep_info_buffer and venv.engine_stats()["cache_hit_rate"] > 0.9
+    env.close()
