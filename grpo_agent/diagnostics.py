@@ -138,13 +138,7 @@ def within_group_reward_std(traj_rewards: Any, traj_valid: Any) -> float:
     :param traj_rewards: ``(B, G)`` one reward per trajectory (e.g. its return from the first mover's view).
     :param traj_valid: ``(B, G)`` bool, the trajectories that exist.
     """
-    traj_rewards = _np(traj_rewards, np.float64)
-    traj_valid = _np(traj_valid, bool)
-    if traj_rewards.ndim != 2:
-        raise ValueError(f"traj_rewards must be shaped (B, G), got shape {traj_rewards.shape}")
-    std, _ = group_spread(traj_rewards, traj_valid)
-    counted = traj_valid.sum(axis=1) >= 2
-    return float(std[counted].mean()) if counted.any() else math.nan
+    return _mean_group_std(traj_rewards, traj_valid, "traj_rewards", "(B, G)")
 
 
 def within_group_step_reward_std(rewards: Any, valid: Any) -> float:
@@ -154,11 +148,16 @@ def within_group_step_reward_std(rewards: Any, valid: Any) -> float:
     :param rewards: ``(B, G, T)`` per-ply rewards.
     :param valid: ``(B, G, T)`` bool.
     """
-    rewards = _np(rewards, np.float64)
+    return _mean_group_std(rewards, valid, "rewards", "(B, G, T)")
+
+
+def _mean_group_std(values: Any, valid: Any, name: str, shape: str) -> float:
+    """Mean over the cells with at least two valid trajectories of the spread across the group axis."""
+    values = _np(values, np.float64)
     valid = _np(valid, bool)
-    if rewards.ndim != 3:
-        raise ValueError(f"rewards must be shaped (B, G, T), got shape {rewards.shape}")
-    std, _ = group_spread(rewards, valid)
+    if values.ndim != shape.count(",") + 1:
+        raise ValueError(f"{name} must be shaped {shape}, got shape {values.shape}")
+    std, _ = group_spread(values, valid)
     counted = valid.sum(axis=1) >= 2
     return float(std[counted].mean()) if counted.any() else math.nan
 
