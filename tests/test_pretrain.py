@@ -169,6 +169,22 @@ def test_dataset_is_labelled_reused_and_rebuilt(tmp_path, pool):
 
 
 @needs_stockfish
+def test_labelling_is_seeded_and_a_smaller_dataset_is_a_prefix_of_a_larger_one(pool, tmp_path):
+    # Batches of walks have the same size from 128 positions on, so the walks do not depend on n_positions.
+    config = PretrainConfig(**{**SMALL, "n_positions": 130})
+    small = LabelledPositions.load(build_dataset(config, pool, tmp_path / "small"))
+    large = LabelledPositions.load(build_dataset(dataclasses.replace(config, n_positions=160), pool, tmp_path / "large"))
+    again = LabelledPositions.load(build_dataset(config, pool, tmp_path / "again"))
+    for field in dataclasses.fields(LabelledPositions):
+        np.testing.assert_array_equal(getattr(small, field.name), getattr(again, field.name))
+        cut = len(small) + 1 if field.name == "offsets" else small.offsets[-1] if field.name in (
+            "actions", "values", "mates") else len(small)
+        np.testing.assert_array_equal(getattr(large, field.name)[:cut], getattr(small, field.name))
+    other = LabelledPositions.load(build_dataset(dataclasses.replace(config, seed=1), pool, tmp_path / "other"))
+    assert set(other.fens) != set(small.fens)
+
+
+@needs_stockfish
 def test_engine_best_moves_are_mates_where_a_mate_in_one_exists(pool, tmp_path):
     fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8# is the only mate in one
     (tmp_path / "mate.fen").write_text(fen + "\n")
