@@ -1,13 +1,13 @@
 """Pretraining within a wall-clock budget: label, train, then evaluate the pretrained policy.
 
 Run: ``python -m benchmarks.pretrain_budget RUN_DIR [--set key=value ...] [--net 4x64] [--eval tune|heldout]
-[--games 40] [--prefix-of DATASET.npz] [--label-only]``.
+[--games 40] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
 
 One :func:`grpo_agent.pretrain.pretrain` run (one torch thread) with the :class:`PretrainConfig` fields given
 by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/pretrained.zip``:
 
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
-  (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on 100
+  (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on the 200
   positions of the other 5%, which no walk starts from. Nothing held out is looked at.
 * ``--eval heldout`` (for reporting): :class:`grpo_agent.evaluation.Evaluator` as ``grpo-chess eval`` runs it
   on held-out material: ACPL and best-move rate at depth 10 on 50 ``builtin:eval`` positions, the 100 shipped
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ import yaml
 from chess_env.positions import load_positions
 
 TUNE_SPLIT = (0.95, 0)  # (fraction kept for the walks, seed) of the built-in training set
-TUNE_POSITIONS = 100
+TUNE_POSITIONS = 200  # all of the 5%
 
 
 def parse_net(text: str) -> dict[str, Any]:
@@ -130,11 +131,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--games", type=int, default=40, help="games against the random mover (heldout)")
     parser.add_argument("--prefix-of", type=Path, default=None, help="a larger dataset of the same settings")
     parser.add_argument("--label-only", action="store_true", help="build the dataset (to seed --prefix-of) and stop")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate RUN_DIR/pretrained.zip again, no training")
     args = parser.parse_args(argv)
 
     import torch
 
-    from grpo_agent.pretrain import SUMMARY_FILE, PretrainConfig, pretrain
+    from grpo_agent.pretrain import MODEL_FILE, SUMMARY_FILE, PretrainConfig, pretrain
 
     torch.set_num_threads(1)
     args.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,9 +155,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.prefix_of is not None:
         seed_prefix(args.prefix_of, config, args.run_dir)
     started = time.perf_counter()
-    model = pretrain(config, args.run_dir, policy_kwargs=parse_net(args.net))
-    wall = time.perf_counter() - started
+    if args.eval_only:
+        from grpo_agent import GRPO
+
+        model, wall = GRPO.load(args.run_dir / MODEL_FILE, device="cpu"), math.nan
+    else:
+        model = pretrain(config, args.run_dir, policy_kwargs=parse_net(args.net))
+        wall = time.perf_counter() - started
     summary = json.loads((args.run_dir / SUMMARY_FILE).read_text())
+    if args.eval_only:
+        config = PretrainConfig(**summary["config"])  # what the model was trained with, not --set
     result = {"net": args.net, "config": dataclasses.asdict(config), "pretrain_wall_seconds": wall,
               "label_seconds": summary["dataset"]["label_seconds"],
               "label_seconds_scaled": bool(summary["dataset"]["settings"].get("label_seconds_scaled")),

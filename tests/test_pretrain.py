@@ -94,8 +94,9 @@ def test_soft_targets_follow_the_values_and_sum_to_one_over_the_legal_moves():
             else:
                 assert np.count_nonzero(q_i) == 1
     # dense minibatch rows: the targets live on the legal moves only
-    batches = _Batches(data, move_targets(data, "soft", 0.1), th.device("cpu"))
-    obs, masks, targets, top = batches(np.array([4, 1, 3]))
+    batches = _Batches(data, move_targets(data, "soft", 0.1), 1.0, th.device("cpu"))
+    obs, masks, targets, top, weights = batches(np.array([4, 1, 3]))
+    assert weights.tolist() == [1.0, 1.0, 1.0]
     for row, i in enumerate((4, 1, 3)):
         board = chess.Board(data.fens[i])
         np.testing.assert_array_equal(masks[row].numpy(), legal_action_mask(board))
@@ -116,6 +117,9 @@ def test_a_forced_mate_puts_the_mass_on_the_shortest_mates():
     np.testing.assert_allclose(q[:3], [0.0, 0.5, 0.5])
     assert q[3:n].sum() == 0
     assert data.best()[:3].tolist() == [False, True, False]
+    both = synthetic(2)
+    both.mates[both.offsets[1]] = 2  # the second position has a mate in two
+    assert _Batches(both, move_targets(both, "soft", 0.05), 8.0, th.device("cpu"))(np.array([0, 1])).weights.tolist() == [1.0, 8.0]
 
 
 def test_heldout_split_keeps_walks_whole():
@@ -134,7 +138,7 @@ def test_training_lowers_the_loss_on_a_tiny_set():
                  device="cpu")
     config = PretrainConfig(epochs=20, batch_size=8, lr=3e-3, heldout_frac=0.2, device="cpu")
     train, held = split_heldout(data.walks, config.heldout_frac, config.seed)
-    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), model.device)
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), 1.0, model.device)
     before = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
     stats = fit(model.policy, data, config, None)
     after = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
