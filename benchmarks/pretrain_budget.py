@@ -1,14 +1,16 @@
 """Pretraining within a wall-clock budget: label, train, then evaluate the pretrained policy.
 
 Run: ``python -m benchmarks.pretrain_budget RUN_DIR [--set key=value ...] [--net 4x64] [--eval tune|heldout]
-[--games 40] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
+[--games 40] [--tune-puzzles CSV] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
 
 One :func:`grpo_agent.pretrain.pretrain` run (one torch thread) with the :class:`PretrainConfig` fields given
 by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/pretrained.zip``:
 
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
   (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on the 200
-  positions of the other 5%, which no walk starts from. Nothing held out is looked at.
+  positions of the other 5%, which no walk starts from, and with ``--tune-puzzles CSV`` the puzzles of a set
+  generated apart from the shipped one (``python scripts/make_puzzles.py --seed 1 --out CSV ...``). Nothing held
+  out is looked at.
 * ``--eval heldout`` (for reporting): :class:`grpo_agent.evaluation.Evaluator` as ``grpo-chess eval`` runs it
   on held-out material: ACPL and best-move rate at depth 10 on 50 ``builtin:eval`` positions, the 100 shipped
   puzzles, and ``--games`` games against the random mover (score with its 95% Wilson interval).
@@ -103,15 +105,19 @@ def seed_prefix(source: Path, config: Any, run_dir: Path) -> None:
     prefix.save(run_dir / DATASET_FILE, key, {**wanted, "label_seconds_scaled": True}, seconds * n / len(data))
 
 
-def evaluate(model: Any, mode: str, tune: list[str], games: int) -> dict[str, Any]:
+def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: Path | None = None) -> dict[str, Any]:
     """The ``tune`` or ``heldout`` evaluation of the module docstring, as JSON numbers."""
-    from grpo_agent.evaluation import EvalConfig, Evaluator
+    from grpo_agent.evaluation import EvalConfig, Evaluator, load_puzzles
 
     with Evaluator() as evaluator:
         if mode == "tune":
             acpl = evaluator.acpl(model, tune[:TUNE_POSITIONS], depth=10)
-            return {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
-                    "positions": len(acpl.positions)}
+            out = {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
+                   "positions": len(acpl.positions)}
+            if tune_puzzles is not None:
+                puzzles = evaluator.puzzles(model, load_puzzles(tune_puzzles))
+                out.update(tune_puzzles=puzzles.accuracy, tune_puzzles_by_theme=puzzles.by_theme)
+            return out
         config = EvalConfig(opponents=("random",), games=games, acpl_positions=50, acpl_depth=10, puzzles=100)
         report = evaluator.evaluate(model, config, policy_name="pretrained")
     stats = report.matches[0].stats
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS (default 4x64)")
     parser.add_argument("--eval", choices=("tune", "heldout"), default="tune")
     parser.add_argument("--games", type=int, default=40, help="games against the random mover (heldout)")
+    parser.add_argument("--tune-puzzles", type=Path, default=None, help="a puzzle CSV apart from the shipped one (tune)")
     parser.add_argument("--prefix-of", type=Path, default=None, help="a larger dataset of the same settings")
     parser.add_argument("--label-only", action="store_true", help="build the dataset (to seed --prefix-of) and stop")
     parser.add_argument("--eval-only", action="store_true", help="evaluate RUN_DIR/pretrained.zip again, no training")
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "label_seconds": summary["dataset"]["label_seconds"],
               "label_seconds_scaled": bool(summary["dataset"]["settings"].get("label_seconds_scaled")),
               "train": summary["train"], "eval_mode": args.eval, "load_average": os.getloadavg(),
-              "eval": evaluate(model, args.eval, tune, args.games)}
+              "eval": evaluate(model, args.eval, tune, args.games, args.tune_puzzles)}
     (args.run_dir / "bench.json").write_text(json.dumps(result, indent=1))
     print(table_row(result))
     return result
@@ -179,13 +186,17 @@ def table_row(result: dict[str, Any]) -> str:
     """One Markdown row: config, labelling s, training s, positions, held-out top-1, then the evaluation."""
     c, t, e = result["config"], result["train"], result["eval"]
     name = (f"{result['net']} d{c['depth']} n{c['n_positions']} e{c['epochs']} {c['targets']}"
-            f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} wr{c['walk_random']}")
+            f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} walk {c['walk_plies']}/"
+            f"{c['walk_random']}{'' if c['mate_weight'] == 1 else ' mw' + str(c['mate_weight'])}")
     cells = [name, f"{result['label_seconds']:.0f}{'*' if result['label_seconds_scaled'] else ''}",
              f"{t['train_seconds']:.0f}", f"{c['n_positions']}", f"{t['heldout_top1']:.3f}", f"{e['acpl']:.0f}",
              f"{e['best_move_rate']:.0%}"]
     if "puzzles" in e:
         vs = e["vs_random"]
         cells += [f"{e['puzzles']:.0%}", f"{vs['score']:.2f} [{vs['low']:.2f}, {vs['high']:.2f}]"]
+    elif "tune_puzzles" in e:
+        themes = e["tune_puzzles_by_theme"]
+        cells += [f"{e['tune_puzzles']:.0%} (" + ", ".join(f"{t} {v['accuracy']:.0%}" for t, v in themes.items()) + ")"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "build_dataset",
     "fit",
     "move_targets",
+    "parse_section",
     "pretrain",
     "pretrain_loss",
     "run_pretrain",
@@ -97,14 +98,14 @@ class PretrainConfig:
     """
 
     positions: str | list[str] = "builtin"
-    n_positions: int = 30_000
+    n_positions: int = 20_000
     walk_plies: int = 8
     walk_random: float = 0.2
     walk_temperature: float = 0.1
     depth: int = 4
     seed: int = 0
     targets: str = "soft"
-    label_temperature: float = 0.05
+    label_temperature: float = 0.3
     heldout_frac: float = 0.05
     epochs: int = 3
     batch_size: int = 256
@@ -410,9 +411,10 @@ def warm_start(model: GRPO, pretrained_path: str | os.PathLike) -> None:
 RUN_KEYS = ("policy", "policy_kwargs", "engine_path")
 
 
-def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path:
-    """Pretrain from a ``pretrain:`` config section (the :class:`PretrainConfig` fields plus ``policy``,
-    ``policy_kwargs`` and ``engine_path``) into ``run_dir``; return the path of ``pretrained.zip``.
+def parse_section(cfg: dict[str, Any] | None) -> tuple[PretrainConfig, dict[str, Any]]:
+    """Check a ``pretrain:`` config section: the :class:`PretrainConfig` fields plus ``policy``,
+    ``policy_kwargs`` and ``engine_path``. Returns the config and those three (the ones present) for
+    :func:`pretrain`.
 
     Raises:
         ValueError: an unknown key (named) or a bad value (named).
@@ -423,5 +425,12 @@ def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path
     if unknown:
         raise ValueError(f"unknown pretrain key(s) {unknown} (allowed: {', '.join(sorted(allowed))})")
     run_kwargs = {key: cfg.pop(key) for key in RUN_KEYS if key in cfg}
-    pretrain(PretrainConfig(**cfg), run_dir, **run_kwargs)
+    return PretrainConfig(**cfg), run_kwargs
+
+
+def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path:
+    """Pretrain from a ``pretrain:`` config section (see :func:`parse_section`) into ``run_dir``; return the
+    path of ``pretrained.zip``."""
+    config, run_kwargs = parse_section(cfg)
+    pretrain(config, run_dir, **run_kwargs)
     return Path(run_dir) / MODEL_FILE
