@@ -291,10 +291,13 @@ _Result = Union[chess.engine.PovScore, MoveScores]
 
 
 class _Job(NamedTuple):
-    """One search of a batch: ``legal`` is None for a position score, else the moves a MultiPV search scores."""
+    """One search of a batch, taken from its board in the submitting thread: the pool's threads never
+    read a ``chess.Board``, which the caller may be changing (``is_repetition()`` pops and pushes moves).
+    ``legal`` is None for a position score, else the moves a MultiPV search scores."""
 
     key: tuple
-    board: chess.Board
+    fen: str
+    turn: chess.Color
     legal: tuple[chess.Move, ...] | None
     timeout: float
 
@@ -315,9 +318,8 @@ def _move_scores(lines: dict[bytes, tuple[bool, int]], legal: tuple[chess.Move, 
     }
 
 
-def _send(engine: _UciProcess, entry: tuple[_Job, str], go: bytes) -> None:
-    job, fen = entry
-    engine.send(fen, go, 1 if job.legal is None else len(job.legal))
+def _send(engine: _UciProcess, job: _Job, go: bytes) -> None:
+    engine.send(job.fen, go, 1 if job.legal is None else len(job.legal))
 
 
 class _Batch:
@@ -462,8 +464,9 @@ class StockfishPool:
         """Start scoring ``boards`` and return at once; the future's result is :meth:`evaluate`'s.
 
         The cache lookups, the validation and the deduplication happen here, in the caller's thread;
-        the searches run on the pool's threads while the caller goes on with other work. The boards
-        are read by those threads: do not modify them before the future is done. Batches submitted
+        the searches run on the pool's threads while the caller goes on with other work. All that the
+        searches need is read from the boards here, so the caller may use and change them at once.
+        Batches submitted
         before an earlier one is done queue behind it (and do not see its results in the cache).
 
         Raises:
@@ -494,7 +497,8 @@ class StockfishPool:
     def submit_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> Future[list[MoveScores]]:
         """Start scoring every legal move of each board and return at once; see :meth:`evaluate_moves`.
 
-        Validation, cache lookups and deduplication happen in the caller's thread, as in :meth:`submit`.
+        Validation, cache lookups and deduplication happen in the caller's thread, and the boards may be
+        changed as soon as this returns, as with :meth:`submit`.
 
         Raises:
             ValueError: as :meth:`evaluate`, at once.
@@ -568,7 +572,8 @@ class StockfishPool:
                 self._check_searchable(board)
                 legal = tuple(board.generate_legal_moves()) if moves else None
                 timeout = _request_timeout(self.timeout, lkey, len(legal) if legal else 1)
-                todo.append(_Job(key, board, legal, timeout))
+                # The move counters are not sent: see the class docstring.
+                todo.append(_Job(key, board.epd() + " 0 1", board.turn, legal, timeout))
             self.cache_hits += hits
             self.cache_misses += len(todo)
 
@@ -605,7 +610,7 @@ class StockfishPool:
                 if job is None:
                     return ahead
                 taken, sent = ahead[slot]
-                taken.append((job, job.board.epd() + " 0 1"))
+                taken.append(job)
                 engine = self._engines[slot]
                 if engine is not None and sent == len(taken) - 1:
                     try:
@@ -701,15 +706,15 @@ class StockfishPool:
         request fails the batch with :class:`EngineError`. Once the batch is stopped (another
         worker failed), the requests already sent are still answered, so the process stays in step.
         """
-        # ``taken``: jobs not answered yet, oldest first, as (job, fen); ``sent``: how many of them the
-        # current process holds (the caller may have sent the first ones, see _send_ahead).
+        # ``taken``: jobs not answered yet, oldest first; ``sent``: how many of them the current process
+        # holds (the caller may have sent the first ones, see _send_ahead).
         failures = 0  # in a row, while ``taken[0]`` was the oldest request
         while True:
             while len(taken) < batch.window and (job := batch.next_job()) is not None:
-                taken.append((job, job.board.epd() + " 0 1"))
+                taken.append(job)
             if not taken:
                 return
-            job, fen = taken[0]
+            job = taken[0]
             try:
                 engine = self._engines[slot]
                 if engine is None:
@@ -720,17 +725,17 @@ class StockfishPool:
                 if job.legal is None:
                     is_mate, value = engine.receive(job.timeout)
                     result: _Result = chess.engine.PovScore(
-                        chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), job.board.turn
+                        chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), job.turn
                     )
                 else:
-                    result = _move_scores(engine.receive_lines(job.timeout), job.legal, job.board.turn)
+                    result = _move_scores(engine.receive_lines(job.timeout), job.legal, job.turn)
             except _EngineFailure as exc:
                 self._discard(slot)
                 sent = 0
                 failures += 1
                 if failures > self.max_retries:
                     raise EngineError(
-                        f"Stockfish failed on position {fen!r} ({batch.go.decode().strip()}) "
+                        f"Stockfish failed on position {job.fen!r} ({batch.go.decode().strip()}) "
                         f"{failures} times in a row; last error: {exc}"
                     ) from exc
                 continue

@@ -216,6 +216,54 @@ def test_evaluate_moves_rejects_positions_without_moves(pool):
         pool.submit_moves([chess.Board(), chess.Board("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1")], chess.engine.Limit(depth=1))
 
 
+def _boards_with_history(n: int, seed: int) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play, each with its moves on the stack."""
+    rng = random.Random(seed)
+    boards, seen = [], set()
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randint(4, 40)):
+            board.push(rng.choice(list(board.legal_moves)))
+            if board.is_game_over():
+                break
+        if not board.is_game_over() and board._transposition_key() not in seen:
+            seen.add(board._transposition_key())
+            boards.append(board)
+    return boards
+
+
+def _wrong_while_the_caller_uses_the_boards(method: str, rounds: int) -> int:
+    """How many of ``rounds`` batches' results differ from a serial evaluation, while the caller keeps
+    calling ``is_repetition()`` and popping and pushing moves on the submitted boards, with the GIL
+    switching threads as often as it can."""
+    boards = _boards_with_history(240, seed=12)  # many boards: past the first requests written ahead
+    limit = chess.engine.Limit(depth=1)
+    with StockfishPool(processes=1, cache_size=0) as single:
+        expected = getattr(single, method)(boards, limit)
+    submit = "submit" if method == "evaluate" else "submit_moves"
+    wrong = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with StockfishPool(processes=2, cache_size=0) as p:
+            for _ in range(rounds):
+                future = getattr(p, submit)(boards, limit)
+                while not future.done():
+                    for board in boards:
+                        board.is_repetition()  # pops and pushes the move stack
+                        board.push(board.pop())
+                wrong += sum(got != want for got, want in zip(future.result(), expected))
+    finally:
+        sys.setswitchinterval(interval)
+    return wrong
+
+
+@needs_stockfish
+@pytest.mark.parametrize("method", ["evaluate", "evaluate_moves"])
+def test_boards_used_by_the_caller_during_a_batch_do_not_change_its_results(method):
+    assert _wrong_while_the_caller_uses_the_boards(method, rounds=4) == 0
+
+
 # -- cache -------------------------------------------------------------------------------------------
 
 
