@@ -29,7 +29,7 @@ percentages ``50 + 50 * (2 / (1 + exp(-0.00368208 * cp)) - 1)``; the reported ac
 plain mean over positions (Lichess's game accuracy adds volatility weighting, which has no
 meaning for independent positions).
 
-**Puzzles.** The shipped ``grpo_agent/data/puzzles.csv`` (Lichess CSV layout, generated and
+**Puzzles.** The shipped ``chess_env/data/puzzles.csv`` (Lichess CSV layout, generated and
 verified with Stockfish by ``scripts/make_puzzles.py``: mate in 1, mate in 2, win material) or
 any Lichess puzzle CSV. A puzzle is solved when every solver move matches the solution, a
 checkmating alternative being accepted as on Lichess. Accuracy is reported per theme.
@@ -45,7 +45,6 @@ owning one single-threaded Stockfish process.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import io
 import json
@@ -58,7 +57,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,20 +71,16 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from chess_env.encoding import decode_action, legal_action_mask, observation, observation_channels
-from chess_env.engine import EngineNotFoundError, find_stockfish
+from chess_env.engine import EngineNotFoundError, EnginePlayer, Strength, find_stockfish
 from chess_env.opponents import MoveFn, RandomOpponent
+from chess_env.puzzles import Puzzle, read_puzzles
+from chess_env.rewards import LICHESS_WINPROB_SLOPE
 
 Z_95 = 1.959963984540054
 """Two-sided 95% normal quantile."""
 CP_CAP = 1000
 """Centipawn scores (mates included) are clamped to +-CP_CAP for ACPL and accuracy, as on Lichess."""
 MATE_SCORE = 100_000
-LICHESS_WINPROB_K = 0.00368208
-ENGINE_OPTIONS = {"Threads": 1, "Hash": 16}
-# Full strength, set explicitly at start-up: python-chess restores *configured* options after a
-# command that overrides them (an opponent's Skill Level), so the judge searches at full strength.
-FULL_STRENGTH = {"Skill Level": 20, "UCI_LimitStrength": False}
-PUZZLES_FILE = Path(__file__).resolve().parent / "data" / "puzzles.csv"
 ADJUDICATIONS = ("engine", "draw")
 
 
@@ -172,7 +167,7 @@ def score_stats(wins: int, draws: int, losses: int, z: float = Z_95) -> ScoreSta
 def win_percent(cp: float) -> float:
     """Lichess win percentage (0-100) for a centipawn score, clamped to +-CP_CAP first."""
     cp = min(max(cp, -CP_CAP), CP_CAP)
-    return 50.0 + 50.0 * (2.0 / (1.0 + math.exp(-LICHESS_WINPROB_K * cp)) - 1.0)
+    return 50.0 + 50.0 * (2.0 / (1.0 + math.exp(-LICHESS_WINPROB_SLOPE * cp)) - 1.0)
 
 
 def move_accuracy(win_percent_before: float, win_percent_after: float) -> float:
@@ -199,145 +194,81 @@ class RandomPolicy(RandomOpponent):
     name = "random"
 
 
-class _EngineSet:
-    """One Stockfish process per calling thread, started on first use, replaced if it dies."""
+class _ThreadPlayers:
+    """One :class:`~chess_env.engine.EnginePlayer` per calling thread, at ``strength``, started on first use.
 
-    def __init__(self, path: str | None = None, hash_mb: int = 16) -> None:
-        self.path = find_stockfish(path)
-        self.options = {**ENGINE_OPTIONS, "Hash": hash_mb, **FULL_STRENGTH}
-        self._engines: dict[int, chess.engine.SimpleEngine] = {}
+    The players are configured at ``strength`` (full strength by default) and play other strengths
+    per move: python-chess restores the configured options after such a move, so a full-strength
+    player judges positions at full strength whatever opponent it played for.
+    """
+
+    def __init__(self, strength: Strength | None = None, path: str | None = None, hash_mb: int = 16) -> None:
+        self.strength = strength
+        self.path = find_stockfish(path)  # fail now, naming the path, not in a worker thread
+        self.hash_mb = hash_mb
+        self._players: dict[int, EnginePlayer] = {}
         self._lock = threading.Lock()
-        self.engine_name: str | None = None
-        self.uci_options: dict[str, chess.engine.Option] = {}
 
-    def get(self) -> chess.engine.SimpleEngine:
+    def get(self) -> EnginePlayer:
+        """This thread's player."""
         key = threading.get_ident()
-        engine = self._engines.get(key)
-        if engine is None:
-            engine = chess.engine.SimpleEngine.popen_uci(self.path)
-            engine.configure(self.options)
-            with self._lock:
-                self._engines[key] = engine
-                self.engine_name = engine.id.get("name", "Stockfish")
-                self.uci_options = dict(engine.options)
-        return engine
-
-    def call(self, fn: Callable[[chess.engine.SimpleEngine], Any]) -> Any:
-        """Run ``fn(engine)`` on this thread's engine, restarting a crashed engine once."""
-        try:
-            return fn(self.get())
-        except chess.engine.EngineTerminatedError:
-            self.discard()
-            return fn(self.get())
-
-    def discard(self) -> None:
         with self._lock:
-            engine = self._engines.pop(threading.get_ident(), None)
-        if engine is not None:
-            engine.close()
+            player = self._players.get(key)
+            if player is None:
+                player = self._players[key] = EnginePlayer(self.strength, self.path, self.hash_mb)
+        return player
 
     def close(self) -> None:
         with self._lock:
-            engines, self._engines = list(self._engines.values()), {}
-        for engine in engines:
-            try:
-                engine.quit()
-            except (chess.engine.EngineError, chess.engine.EngineTerminatedError, TimeoutError):
-                engine.close()
+            players, self._players = list(self._players.values()), {}
+        for player in players:
+            player.close()
 
 
 @dataclass(frozen=True)
 class Opponent:
-    """A ladder opponent, parsed from a spec string by :meth:`parse`.
+    """A ladder opponent: the random mover (``strength`` None) or Stockfish at a :class:`Strength`.
 
-    Specs: ``random``; ``sf<N>`` (``Skill Level`` N, 0-20; ``stockfish`` is ``sf20``);
-    ``elo<N>`` or ``sf_elo<N>`` (``UCI_LimitStrength`` with ``UCI_Elo`` N). An optional limit
-    suffix overrides the evaluation's default engine limit: ``@d<depth>``, ``@n<nodes>`` or
-    ``@t<seconds>``, e.g. ``sf3@d5``, ``elo1500@t0.05``.
+    Specs (:meth:`parse`): ``random``, or any Stockfish strength spec of
+    :class:`chess_env.engine.Strength`: ``sf<N>`` (``Skill Level`` N, 0-20; ``stockfish`` is
+    ``sf20``), ``elo<N>`` / ``sf_elo<N>`` (``UCI_Elo`` N), ``sf:skill=3,depth=5``, ... An own limit
+    (``@d<depth>``, ``@n<nodes>``, ``@t<seconds>``, e.g. ``sf3@d5``) overrides the evaluation's
+    default engine limit.
     """
 
-    kind: str
-    skill: int | None = None
-    elo: int | None = None
-    depth: int | None = None
-    nodes: int | None = None
-    movetime: float | None = None
+    strength: Strength | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Opponent:
         """Parse an opponent spec; ``ValueError`` names a malformed one."""
-        base, _, limit = spec.strip().lower().partition("@")
-        kwargs: dict[str, Any] = {}
-        if limit:
-            match = re.fullmatch(r"([dnt])(\d+(?:\.\d+)?)", limit)
-            if match is None or base == "random":
-                raise ValueError(f"bad opponent limit in {spec!r}: expected @d<depth>, @n<nodes> or @t<seconds> "
-                                 "after a Stockfish opponent")
-            kind, value = match.groups()
-            if kind == "t":
-                kwargs["movetime"] = float(value)
-            elif "." in value or int(value) < 1:
-                raise ValueError(f"bad opponent limit in {spec!r}: depth and nodes are integers >= 1")
-            else:
-                kwargs["depth" if kind == "d" else "nodes"] = int(value)
-        if base == "random":
-            return cls("random")
-        if base == "stockfish":
-            return cls("stockfish", skill=20, **kwargs)
-        if match := re.fullmatch(r"sf(\d+)", base):
-            skill = int(match.group(1))
-            if not 0 <= skill <= 20:
-                raise ValueError(f"opponent {spec!r}: Stockfish Skill Level must be 0-20, got {skill}")
-            return cls("stockfish", skill=skill, **kwargs)
-        if match := re.fullmatch(r"(?:sf_?)?elo(\d+)", base):
-            return cls("stockfish", elo=int(match.group(1)), **kwargs)
-        raise ValueError(f"unknown opponent {spec!r}: expected random, sf<0-20>, stockfish, elo<N> "
-                         "with an optional @d<depth>/@n<nodes>/@t<seconds> suffix")
+        if spec.strip().lower() == "random":
+            return cls()
+        try:
+            return cls(Strength.parse(spec))
+        except ValueError as exc:
+            raise ValueError(f"unknown opponent {spec!r}: expected random or a Stockfish strength ({exc})") from None
 
     @property
     def name(self) -> str:
         """Canonical name, used in metric keys (``eval/score_vs_<name>``) and file names."""
-        if self.kind == "random":
-            return "random"
-        base = f"sf{self.skill}" if self.elo is None else f"sf_elo{self.elo}"
-        for prefix, value in (("d", self.depth), ("n", self.nodes), ("t", self.movetime)):
-            if value is not None:
-                return f"{base}@{prefix}{value:g}"
-        return base
+        return "random" if self.strength is None else self.strength.name
 
     @property
     def is_engine(self) -> bool:
-        return self.kind == "stockfish"
+        return self.strength is not None
 
-    def engine_options(self) -> dict[str, Any]:
-        """UCI options that set this opponent's strength (sent per move, then restored)."""
-        if self.elo is not None:
-            return {"Skill Level": 20, "UCI_LimitStrength": True, "UCI_Elo": self.elo}
-        return {"Skill Level": self.skill, "UCI_LimitStrength": False}
+    def limit(self, default: chess.engine.Limit) -> chess.engine.Limit | None:
+        """The search limit: the opponent's own, else ``default``; None for the random mover."""
+        return None if self.strength is None else self.strength.limit(default)
 
-    def limit(self, depth: int | None, movetime: float | None) -> chess.engine.Limit:
-        """The search limit: this opponent's own, else the evaluation default."""
-        if self.depth is not None or self.nodes is not None or self.movetime is not None:
-            return chess.engine.Limit(depth=self.depth, nodes=self.nodes, time=self.movetime)
-        return chess.engine.Limit(depth=depth, time=movetime)
-
-    def describe(self, engine_name: str, limit: chess.engine.Limit) -> str:
+    def describe(self, engine_name: str, limit: chess.engine.Limit | None) -> str:
         """Human-readable player name for PGN headers, e.g. ``Stockfish 15.1 (skill 0, depth 5)``."""
-        if self.kind == "random":
-            return "Random mover"
-        strength = f"skill {self.skill}" if self.elo is None else f"UCI_Elo {self.elo}"
-        return f"{engine_name} ({strength}, {_limit_text(limit)})"
+        return "Random mover" if self.strength is None else self.strength.describe(engine_name, limit)
 
 
-def _limit_text(limit: chess.engine.Limit) -> str:
-    parts = []
-    if limit.depth is not None:
-        parts.append(f"depth {limit.depth}")
-    if limit.nodes is not None:
-        parts.append(f"{limit.nodes} nodes")
-    if limit.time is not None:
-        parts.append(f"{limit.time:g}s/move")
-    return ", ".join(parts)
+def _default_limit(depth: int | None, movetime: float | None) -> chess.engine.Limit:
+    """The evaluation's engine limit: ``movetime`` seconds per move when set, else ``depth``."""
+    return chess.engine.Limit(time=movetime) if movetime is not None else chess.engine.Limit(depth=depth)
 
 
 class EnginePolicy:
@@ -356,22 +287,18 @@ class EnginePolicy:
         self.opponent = Opponent.parse(opponent) if isinstance(opponent, str) else opponent
         if not self.opponent.is_engine:
             raise ValueError(f"EnginePolicy needs a Stockfish spec, got {self.opponent.name!r}")
-        self.limit = self.opponent.limit(depth if movetime is None else None, movetime)
-        self._engines = _EngineSet(path)
+        self.limit = self.opponent.limit(_default_limit(depth, movetime))
+        self._players = _ThreadPlayers(self.opponent.strength, path)
         self.name = self.opponent.name
 
     def __call__(self, board: chess.Board) -> chess.Move:
-        options = self.opponent.engine_options()
         # A new "game" per move clears the hash: the move depends on the position alone, and at
         # full strength equals the ACPL judge's best move at the same depth.
-        result = self._engines.call(lambda engine: engine.play(board, self.limit, options=options, game=object()))
-        if result.move is None:
-            raise chess.engine.EngineError(f"Stockfish returned no move for {board.fen()!r}")
-        return result.move
+        return self._players.get().play(board, self.limit, game=object())
 
     def close(self) -> None:
         """Stop the engine processes."""
-        self._engines.close()
+        self._players.close()
 
 
 # Model inference is serialised: forward passes are tiny next to engine searches, and a stochastic
@@ -666,60 +593,22 @@ class AcplResult:
                 "positions": [dataclasses.asdict(p) for p in self.positions]}
 
 
-@dataclass(frozen=True)
-class Puzzle:
-    """A Lichess-format puzzle: ``fen`` is before the opponent's move ``moves[0]``; the solver
-    then plays ``moves[1]``, the opponent ``moves[2]``, and so on."""
-
-    puzzle_id: str
-    fen: str
-    moves: tuple[str, ...]
-    themes: tuple[str, ...]
-
-    def solve(self, move_fn: MoveFn) -> bool:
-        """Whether ``move_fn`` finds every solver move (a checkmating alternative also solves)."""
-        board = chess.Board(self.fen)
-        board.push_uci(self.moves[0])
-        for i in range(1, len(self.moves), 2):
-            move = move_fn(board.copy())
-            expected = chess.Move.from_uci(self.moves[i])
-            if move != expected:
-                if move is None or move not in board.legal_moves:
-                    return False
-                board.push(move)
-                return board.is_checkmate()
-            board.push(expected)
-            if i + 1 < len(self.moves):
-                board.push_uci(self.moves[i + 1])
-        return True
-
-
-def load_puzzles(path: str | os.PathLike | None = None) -> list[Puzzle]:
-    """Read a Lichess puzzle CSV (columns ``PuzzleId``, ``FEN``, ``Moves``, ``Themes``).
-
-    ``None`` reads the shipped set. Raises ``ValueError`` naming the file and row of a puzzle
-    whose moves are not legal.
-    """
-    path = Path(path) if path is not None else PUZZLES_FILE
-    puzzles = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"FEN", "Moves"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: puzzle CSV lacks the columns {sorted(missing)}")
-        for row_number, row in enumerate(reader, start=2):
-            moves = tuple(row["Moves"].split())
-            try:
-                board = chess.Board(row["FEN"])
-                for uci in moves:
-                    board.push(board.parse_uci(uci))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{row_number}: bad puzzle {row.get('PuzzleId')!r}: {exc}") from exc
-            if len(moves) < 2:
-                raise ValueError(f"{path}:{row_number}: puzzle needs the opponent's move and a solution")
-            puzzles.append(Puzzle(row.get("PuzzleId") or str(row_number), row["FEN"], moves,
-                                  tuple((row.get("Themes") or "untagged").split())))
-    return puzzles
+def solve_puzzle(puzzle: Puzzle, move_fn: MoveFn) -> bool:
+    """Whether ``move_fn`` finds every solver move of ``puzzle`` (a checkmating alternative also solves,
+    as on Lichess); an illegal move fails the puzzle."""
+    board = puzzle.board()
+    for i in range(1, len(puzzle.moves), 2):
+        move = move_fn(board.copy())
+        expected = chess.Move.from_uci(puzzle.moves[i])
+        if move != expected:
+            if move is None or move not in board.legal_moves:
+                return False
+            board.push(move)
+            return board.is_checkmate()
+        board.push(expected)
+        if i + 1 < len(puzzle.moves):
+            board.push_uci(puzzle.moves[i + 1])
+    return True
 
 
 def select_puzzles(puzzles: Sequence[Puzzle], n: int | None, rng: np.random.Generator) -> list[Puzzle]:
@@ -884,7 +773,7 @@ class Evaluator:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         self.workers = workers
-        self._engines = _EngineSet(stockfish_path, hash_mb)
+        self._players = _ThreadPlayers(None, stockfish_path, hash_mb)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval")
 
     def __enter__(self) -> Evaluator:
@@ -896,13 +785,12 @@ class Evaluator:
     def close(self) -> None:
         """Stop the workers and their engines."""
         self._pool.shutdown(wait=True)
-        self._engines.close()
+        self._players.close()
 
     @property
     def engine_name(self) -> str:
-        if self._engines.engine_name is None:
-            self._pool.submit(self._engines.get).result()
-        return self._engines.engine_name or "Stockfish"
+        """The UCI name of the engine the workers play and judge with (starts one on a worker thread)."""
+        return self._pool.submit(lambda: self._players.get().name).result()
 
     # -- games --------------------------------------------------------------------------------
 
@@ -918,9 +806,9 @@ class Evaluator:
         opponent = Opponent.parse(opponent) if isinstance(opponent, str) else opponent
         if games < 1:
             raise ValueError(f"games must be >= 1, got {games!r}")
-        if opponent.elo is not None:
-            self._check_elo(opponent.elo)
-        limit = opponent.limit(config.engine_depth if config.engine_movetime is None else None, config.engine_movetime)
+        if opponent.is_engine:  # a UCI_Elo out of the engine's range fails here, not in a worker
+            self._pool.submit(lambda: self._players.get().check(opponent.strength)).result()
+        limit = opponent.limit(_default_limit(config.engine_depth, config.engine_movetime))
         fens = _draw_positions(positions, (games + 1) // 2, np.random.default_rng(config.seed))
         # One seed stream per game, split between the policy and a random opponent, so results do
         # not depend on which worker plays which game.
@@ -941,20 +829,12 @@ class Evaluator:
         stats = score_stats(wins, draws, len(records) - wins - draws)
         return MatchResult(opponent.name, description, stats, records)
 
-    def _check_elo(self, elo: int) -> None:
-        self.engine_name  # noqa: B018 - starts an engine so its options are known
-        option = self._engines.uci_options.get("UCI_Elo")
-        if option is None:
-            raise ValueError(f"this Stockfish has no UCI_Elo option; cannot play elo{elo}")
-        if not option.min <= elo <= option.max:
-            raise ValueError(f"UCI_Elo {elo} is outside this Stockfish's range {option.min}-{option.max}")
-
-    def _play_game(self, move_fn: MoveFn, opponent: Opponent, limit: chess.engine.Limit,
+    def _play_game(self, move_fn: MoveFn, opponent: Opponent, limit: chess.engine.Limit | None,
                    rng: np.random.Generator, fen: str, policy_color: chess.Color, index: int,
                    config: EvalConfig) -> GameRecord:
         board = chess.Board(fen)
         random_opponent = RandomPolicy(rng)
-        options = opponent.engine_options() if opponent.is_engine else {}
+        player = self._players.get()
         game_token = object()  # a new python-chess "game": Stockfish gets ucinewgame (clean hash)
         illegal = None
         winner: chess.Color | None
@@ -973,7 +853,7 @@ class Evaluator:
                     reason, winner = "illegal_move", not policy_color
                     break
             elif opponent.is_engine:
-                move = self._engines.call(lambda e: e.play(board, limit, options=options, game=game_token)).move
+                move = player.play(board, limit, strength=opponent.strength, game=game_token)
             else:
                 move = random_opponent(board)
             board.push(move)
@@ -985,8 +865,7 @@ class Evaluator:
     def _adjudicate(self, board: chess.Board, config: EvalConfig) -> tuple[str, chess.Color | None]:
         if config.adjudicate == "draw":
             return "adjudication_draw", None
-        info = self._engines.call(lambda e: e.analyse(board, chess.engine.Limit(depth=config.adjudicate_depth),
-                                                      game=object()))
+        info = self._players.get().analyse(board, chess.engine.Limit(depth=config.adjudicate_depth), game=object())
         white = info["score"].white()
         cp = white.score(mate_score=MATE_SCORE)
         if white.is_mate() or abs(cp) >= config.adjudicate_cp:
@@ -1015,7 +894,8 @@ class Evaluator:
         board = chess.Board(fen)
         limit = chess.engine.Limit(depth=depth)
         token = object()
-        info = self._engines.call(lambda e: e.analyse(board, limit, game=token))
+        judge = self._players.get()
+        info = judge.analyse(board, limit, game=token)
         best_move = info["pv"][0]
         cp_best = _clamped_cp(info["score"].pov(board.turn))
         move = move_fn(board.copy())
@@ -1024,7 +904,7 @@ class Evaluator:
         elif move == best_move:
             cp_played = cp_best
         else:
-            played = self._engines.call(lambda e: e.analyse(board, limit, root_moves=[move], game=token))
+            played = judge.analyse(board, limit, root_moves=[move], game=token)
             cp_played = _clamped_cp(played["score"].pov(board.turn))
         return PositionJudgement(fen, str(move), best_move.uci(), cp_best, cp_played, max(0, cp_best - cp_played),
                                  move_accuracy(win_percent(cp_best), win_percent(cp_played)))
@@ -1039,7 +919,7 @@ class Evaluator:
 
         def solve(task: tuple[Puzzle, np.random.SeedSequence]) -> bool:
             puzzle, stream = task
-            return puzzle.solve(as_move_fn(policy, deterministic=deterministic, rng=np.random.default_rng(stream)))
+            return solve_puzzle(puzzle, as_move_fn(policy, deterministic=deterministic, rng=np.random.default_rng(stream)))
 
         solved = list(self._pool.map(solve, zip(puzzles, streams)))
         return PuzzleResult({p.puzzle_id: ok for p, ok in zip(puzzles, solved)}, {p.puzzle_id: p.themes for p in puzzles})
@@ -1061,7 +941,7 @@ class Evaluator:
             fens = _draw_positions(positions, n, np.random.default_rng([config.seed, 1]))
             report.acpl = self.acpl(policy, fens, config.acpl_depth, config.deterministic, config.seed)
         if config.puzzles != 0:
-            chosen = select_puzzles(load_puzzles(config.puzzle_file), config.puzzles,
+            chosen = select_puzzles(read_puzzles(config.puzzle_file), config.puzzles,
                                     np.random.default_rng([config.seed, 2]))
             report.puzzles = self.puzzles(policy, chosen, config.deterministic, config.seed)
         report.seconds = time.perf_counter() - started

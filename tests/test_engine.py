@@ -22,8 +22,7 @@ import chess
 import chess.engine
 import pytest
 
-from chess_env import engine as engine_mod
-from chess_env.engine import EngineError, EngineNotFoundError, StockfishPool, find_stockfish
+from chess_env.engine import EngineNotFoundError, EnginePoolError, StockfishPool, find_stockfish
 
 try:
     STOCKFISH = find_stockfish()
@@ -77,7 +76,7 @@ def test_bad_path_is_named(tmp_path):
 def test_missing_engine_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("STOCKFISH_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(engine_mod, "DEBIAN_STOCKFISH", str(tmp_path / "stockfish"))
+    monkeypatch.setattr("chess_env.engine.discovery.DEBIAN_STOCKFISH", str(tmp_path / "stockfish"))
     with pytest.raises(EngineNotFoundError, match="apt-get install"):
         find_stockfish()
 
@@ -447,7 +446,7 @@ def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, me
     board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
     with StockfishPool(processes=1, path=_fake_engine(tmp_path, on_go), max_retries=2) as p:
         for _ in range(2):  # the failure is not cached: the second call searches (and fails) again
-            with pytest.raises(EngineError, match=board.epd().split()[0]):
+            with pytest.raises(EnginePoolError, match=board.epd().split()[0]):
                 getattr(p, method)([board], chess.engine.Limit(depth=1))
         assert p.engine_calls == 0
         assert p.engine_restarts == 5  # 2 per failed call, plus re-creating the slot left empty
@@ -457,11 +456,11 @@ def test_failure_in_a_submitted_batch_surfaces_from_result(tmp_path):
     boards = [chess.Board(), chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")]
     with StockfishPool(processes=2, path=_fake_engine(tmp_path, "exit 3"), max_retries=1) as p:
         future = p.submit(boards, chess.engine.Limit(depth=1))
-        with pytest.raises(EngineError, match="failed on position"):
+        with pytest.raises(EnginePoolError, match="failed on position"):
             future.result(timeout=30)
-        assert isinstance(future.exception(), EngineError)
+        assert isinstance(future.exception(), EnginePoolError)
         assert p.engine_calls == 0 and p.cache_misses == 2  # nothing scored, nothing cached
-        with pytest.raises(EngineError):  # the next batch searches (and fails) again
+        with pytest.raises(EnginePoolError):  # the next batch searches (and fails) again
             p.submit(boards[:1], chess.engine.Limit(depth=1)).result(timeout=30)
 
 

@@ -221,7 +221,7 @@ def test_engine_errors_name_the_path_and_the_fix(tmp_path, monkeypatch):
         ChessEnv()
     monkeypatch.delenv("STOCKFISH_PATH")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("chess_env.engine.DEBIAN_STOCKFISH", str(tmp_path / "missing"))
+    monkeypatch.setattr("chess_env.engine.discovery.DEBIAN_STOCKFISH", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="apt-get install -y stockfish"):
         ChessEnv()
     ChessEnv(shaping=False)  # no engine needed, no error
