@@ -23,7 +23,8 @@ from typing import TextIO
 import chess
 import numpy as np
 
-from grpo_agent.evaluation import EnginePolicy, MoveFn, as_move_fn, load_policy, rules_termination
+from chess_env.opponents import MoveFn
+from grpo_agent.evaluation import EnginePolicy, as_move_fn, load_policy, rules_termination
 
 COLORS = ("white", "black", "random")
 HELP = ("Enter a move in SAN (Nf3, exd5, O-O, e8=Q) or UCI (g1f3, e7e8q). "

@@ -17,6 +17,7 @@ import pytest
 from chess_env.engine import find_stockfish
 from chess_env.positions import load_positions
 from chess_env.puzzles import Puzzle, read_puzzles
+from grpo_agent.cli import add_eval_arguments, run_eval
 from grpo_agent.evaluation import (
     CP_CAP,
     EnginePolicy,
@@ -25,12 +26,10 @@ from grpo_agent.evaluation import (
     Evaluator,
     Opponent,
     RandomPolicy,
-    add_eval_arguments,
     as_move_fn,
     elo_from_score,
     load_policy,
     move_accuracy,
-    run_eval,
     score_stats,
     select_puzzles,
     solve_puzzle,
