@@ -451,3 +451,19 @@ def test_rollback_snapshot_needs_a_margin_above_the_floor():
     with pytest.raises(ValueError, match="snapshot_margin"):
         CollapseGuard("entropy_norm", 0.5, snapshot_margin=-1)
 
+
+def test_dirichlet_noise_does_not_trip_target_kl_before_the_first_step(capsys):
+    # Regression: approx_kl used to include the noisy first plies, whose stored log-prob is the mixture's, so
+    # with a peaked policy (entropy_norm ~0.47 here) the first minibatch read "max kl 0.32" and the update
+    # stopped before any optimizer step: the parameters never moved.
+    model = make_model(num_envs=16, horizon=4, batch_size=64, dirichlet_frac=0.25, target_kl=0.05, verbose=1)
+    with th.no_grad():
+        model.policy.action_net.net[-1].weight.mul_(3000.0)
+    collect(model)
+    assert model.last_rollout_stats["entropy_norm"] < 0.6
+    before = params(model)
+    model.train()
+    assert not th.equal(params(model), before)
+    assert model.last_train_stats["approx_kl"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, judged pre-step
+    assert model.skipped_updates == 0 and "Early stopping" not in capsys.readouterr().out
+    model.env.close()
