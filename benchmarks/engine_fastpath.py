@@ -65,7 +65,12 @@ def raw_pipe(depth: int, reset: bytes, hash_mb: int, stack: ExitStack) -> Callab
     stack.callback(engine.close)
     engine.handshake(10.0)
     go = _go_command(_limit_key(chess.engine.Limit(depth=depth)))
-    return lambda boards: [engine.search(b.epd() + " 0 1", go, 60.0) for b in boards]
+
+    def search(board: chess.Board) -> tuple[bool, int]:
+        engine.send(board.epd() + " 0 1", go)
+        return engine.receive(60.0)
+
+    return lambda boards: [search(b) for b in boards]
 
 
 def python_chess(depth: int, hash_mb: int, stack: ExitStack) -> Callable[[list[chess.Board]], object]:

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NoReturn
+from typing import NamedTuple, NoReturn, Union
 
 import chess
 import chess.engine
@@ -130,12 +130,13 @@ def _go_command(key: tuple[int | None, int | None, int | None]) -> bytes:
     return (" ".join(parts) + "\n").encode()
 
 
-def _request_timeout(base: float, key: tuple[int | None, int | None, int | None]) -> float:
-    """Watchdog for one search: ``base`` plus a generous allowance for the size of the search.
+def _request_timeout(base: float, key: tuple[int | None, int | None, int | None], lines: int = 1) -> float:
+    """Watchdog for one search of ``lines`` principal variations: ``base`` plus a generous allowance.
 
     Depth- and node-limited searches have no clock of their own, so this is the only thing that
     notices a hung process. The allowance assumes a slow, loaded core (~50k nodes/s, the effective
-    branching factor of Stockfish ~2 per two plies) so that it never fires on a healthy engine.
+    branching factor of Stockfish ~2 per two plies) so that it never fires on a healthy engine; a
+    MultiPV search of ``lines`` moves costs up to ``lines`` single searches.
     """
     depth, nodes, mate = key
     extra = 0.0
@@ -144,7 +145,7 @@ def _request_timeout(base: float, key: tuple[int | None, int | None, int | None]
     else:
         plies = depth if depth is not None else 2 * (mate or 0)
         extra = 0.05 * 2 ** (plies / 2)
-    return base + extra
+    return base + extra * lines
 
 
 class _UciProcess:
@@ -159,6 +160,7 @@ class _UciProcess:
 
     def __init__(self, path: str, hash_mb: int, reset: bytes = _RESET) -> None:
         self.reset = reset
+        self.multipv = 1  # the MultiPV value the requests written so far leave the process with
         self.proc = subprocess.Popen(
             [path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
         )
@@ -176,13 +178,18 @@ class _UciProcess:
         while self._readline(deadline) != b"readyok":
             pass
 
-    def send(self, fen: str, go: bytes) -> None:
-        """Queue a search of ``fen``; Stockfish runs queued searches one after the other.
+    def send(self, fen: str, go: bytes, multipv: int = 1) -> None:
+        """Queue a search of ``fen`` for ``multipv`` principal variations; Stockfish runs queued
+        searches one after the other.
 
         Its UCI loop reads the next command while a search runs, and ``ucinewgame`` waits for that
-        search to end, so requests can be written ahead and the answers come back in order.
+        search to end, so requests can be written ahead and the answers come back in order. For the
+        same reason a ``MultiPV`` change written after the reset cannot reach the running search;
+        it is written only when it differs from the previous request's.
         """
-        self._write(self.reset + b"position fen " + fen.encode() + b"\n" + go)
+        option = b"" if multipv == self.multipv else b"setoption name MultiPV value %d\n" % multipv
+        self._write(self.reset + option + b"position fen " + fen.encode() + b"\n" + go)
+        self.multipv = multipv
 
     def receive(self, timeout: float) -> tuple[bool, int]:
         """The answer to the oldest search sent: ``(is_mate, value)`` from the side to move's view."""
@@ -204,6 +211,29 @@ class _UciProcess:
         if score is None:
             raise _EngineFailure("bestmove without any score")
         return score
+
+    def receive_lines(self, timeout: float) -> dict[bytes, tuple[bool, int]]:
+        """The answer to the oldest MultiPV search sent: each line's first move (UCI) -> ``(is_mate,
+        value)``, from the side to move's view.
+
+        Stockfish prints every line after each completed iteration, and all of them once more when a
+        node limit stops an iteration, so the last line of each ``multipv`` index is the deepest.
+        """
+        deadline = time.monotonic() + timeout
+        lines: dict[int, tuple[bytes, bool, int]] = {}
+        while True:
+            line = self._readline(deadline)
+            if line.startswith(b"bestmove"):
+                break
+            if line.startswith(b"info") and b" multipv " in line and b" pv " in line:
+                tokens = line.split()
+                try:
+                    index = int(tokens[tokens.index(b"multipv") + 1])
+                    i = tokens.index(b"score")
+                    lines[index] = (tokens[tokens.index(b"pv") + 1], tokens[i + 1] == b"mate", int(tokens[i + 2]))
+                except (IndexError, ValueError) as exc:
+                    raise _EngineFailure(f"unparsable MultiPV line {line!r}") from exc
+        return {move: (is_mate, value) for move, is_mate, value in lines.values()}
 
     def _write(self, data: bytes) -> None:
         try:
@@ -255,17 +285,54 @@ def _shutdown(engines: list[_UciProcess | None], threads: list[ThreadPoolExecuto
             engines[i] = None
 
 
+MoveScores = dict[chess.Move, chess.engine.PovScore]
+"""A score for every legal move of a position, each from the point of view of that position's mover."""
+_Result = Union[chess.engine.PovScore, MoveScores]
+
+
+class _Job(NamedTuple):
+    """One search of a batch, taken from its board in the submitting thread: the pool's threads never
+    read a ``chess.Board``, which the caller may be changing (``is_repetition()`` pops and pushes moves).
+    ``legal`` is None for a position score, else the moves a MultiPV search scores."""
+
+    key: tuple
+    fen: str
+    turn: chess.Color
+    legal: tuple[chess.Move, ...] | None
+    timeout: float
+
+
+def _move_scores(lines: dict[bytes, tuple[bool, int]], legal: tuple[chess.Move, ...], turn: chess.Color) -> MoveScores:
+    """The MultiPV answer as a score per legal move; a move missing or unknown fails the process."""
+    by_uci = {move.uci().encode(): move for move in legal}
+    if lines.keys() != by_uci.keys():
+        missing = sorted(m.decode() for m in by_uci.keys() - lines.keys())
+        unknown = sorted(m.decode() for m in lines.keys() - by_uci.keys())
+        raise _EngineFailure(
+            f"MultiPV lines do not cover the legal moves: missing {missing}, unknown {unknown} "
+            "(a node limit too small to finish depth 1 over every move leaves some unscored)"
+        )
+    return {
+        by_uci[uci]: chess.engine.PovScore(chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), turn)
+        for uci, (is_mate, value) in lines.items()
+    }
+
+
+def _send(engine: _UciProcess, job: _Job, go: bytes) -> None:
+    engine.send(job.fen, go, 1 if job.legal is None else len(job.legal))
+
+
 class _Batch:
     """The searches of one submitted batch, shared by the slot threads that run them."""
 
     def __init__(
         self,
-        todo: list[tuple[tuple, chess.Board]],
+        todo: list[_Job],
         workers: int,
         go: bytes,
-        timeout: float,
-        results: list[chess.engine.PovScore | None],
+        results: list[_Result | None],
         pending: dict[tuple, list[int]],
+        moves: bool = False,
     ) -> None:
         self.jobs = iter(todo)
         # Requests each worker writes ahead: no more than its share, or the first worker to start
@@ -274,15 +341,15 @@ class _Batch:
         self.take = threading.Lock()  # guards ``jobs``, ``errors`` and ``running``
         self.stop = threading.Event()  # set on a failure or an interrupt: no more jobs are taken
         self.go = go
-        self.timeout = timeout
-        self.found: dict[tuple, chess.engine.PovScore] = {}
+        self.moves = moves  # results are per-move dicts, copied for each board
+        self.found: dict[tuple, _Result] = {}
         self.errors: list[BaseException] = []
         self.running = workers
         self.results = results  # one per board, filled in by key from ``found`` at the end
         self.pending = pending  # key searched -> indices of the boards waiting for it
-        self.future: Future[list[chess.engine.PovScore]] = Future()
+        self.future: Future[list] = Future()
 
-    def next_job(self) -> tuple[tuple, chess.Board] | None:
+    def next_job(self) -> _Job | None:
         with self.take:
             return None if self.stop.is_set() else next(self.jobs, None)
 
@@ -312,7 +379,9 @@ class StockfishPool:
     at most ``max_retries`` times before :class:`EngineError`; failures are never cached.
 
     :meth:`submit` starts a batch and returns a :class:`~concurrent.futures.Future` at once, so the
-    caller can work while the engines search; :meth:`evaluate` is ``submit(...).result()``. Each
+    caller can work while the engines search; :meth:`evaluate` is ``submit(...).result()``.
+    :meth:`submit_moves` / :meth:`evaluate_moves` score every legal move of each board instead, with
+    one MultiPV search per board (cached under ``(key, limit, "moves")``). Each
     process is driven by its own thread, so the pool is thread-safe (batches queue per process in
     submission order). It is not picklable (re-create it in each process) and POSIX-only (pipes are
     read with ``select``).
@@ -364,7 +433,7 @@ class StockfishPool:
         self.cache_misses = 0
         self.engine_calls = 0
         self.engine_restarts = 0
-        self._cache: OrderedDict[tuple, chess.engine.PovScore] = OrderedDict()
+        self._cache: OrderedDict[tuple, _Result] = OrderedDict()
         # Guards the cache, the counters and ``_closed``; held briefly, never while waiting for a search.
         self._lock = threading.Lock()
         self._closed = False
@@ -395,8 +464,9 @@ class StockfishPool:
         """Start scoring ``boards`` and return at once; the future's result is :meth:`evaluate`'s.
 
         The cache lookups, the validation and the deduplication happen here, in the caller's thread;
-        the searches run on the pool's threads while the caller goes on with other work. The boards
-        are read by those threads: do not modify them before the future is done. Batches submitted
+        the searches run on the pool's threads while the caller goes on with other work. All that the
+        searches need is read from the boards here, so the caller may use and change them at once.
+        Batches submitted
         before an earlier one is done queue behind it (and do not see its results in the cache).
 
         Raises:
@@ -405,7 +475,7 @@ class StockfishPool:
 
         The future raises :class:`EngineError` as :meth:`evaluate` does.
         """
-        return self._submit(boards, limit).future
+        return self._submit(boards, limit, moves=False).future
 
     def evaluate(
         self, boards: Sequence[chess.Board], limit: chess.engine.Limit
@@ -422,35 +492,72 @@ class StockfishPool:
                 not a valid position; the message names its FEN. A time-based limit.
             EngineError: a position failed on ``max_retries + 1`` processes in a row; names the position.
         """
-        batch = self._submit(boards, limit)
+        return self._wait(self._submit(boards, limit, moves=False))
+
+    def submit_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> Future[list[MoveScores]]:
+        """Start scoring every legal move of each board and return at once; see :meth:`evaluate_moves`.
+
+        Validation, cache lookups and deduplication happen in the caller's thread, and the boards may be
+        changed as soon as this returns, as with :meth:`submit`.
+
+        Raises:
+            ValueError: as :meth:`evaluate`, at once.
+            RuntimeError: the pool is closed.
+        """
+        return self._submit(boards, limit, moves=True).future
+
+    def evaluate_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> list[MoveScores]:
+        """Score every legal move of each board with one MultiPV search per board.
+
+        Each board is searched once with ``MultiPV`` set to its number of legal moves, so Stockfish
+        scores every root move to ``limit`` (after ``ucinewgame``, as :meth:`evaluate`: the scores are a
+        function of the position and the limit). Returns one dict per board, ``{move: score}`` over all
+        its legal moves, each :class:`chess.engine.PovScore` from the point of view of the side to move
+        on that board (``score.relative`` is how good the move is for the mover). A move's score is
+        that of its line in the deepest iteration Stockfish completed (or, under a node limit, the last
+        it printed), so the best move's score agrees with :meth:`evaluate` of the board up to the
+        difference MultiPV makes to the search (none at depth 1; measured at depth 5, a median of
+        under 60 cp). Results are cached apart from :meth:`evaluate`'s, under the same counters; each
+        board gets its own dict. A node limit must let Stockfish finish depth 1 over every move (about
+        60 nodes a move; 3000 for the 48 moves of Kiwipete), or the moves it did not reach fail the search.
+
+        Raises:
+            ValueError, EngineError: as :meth:`evaluate`. A search whose lines do not cover every legal
+                move counts as a failure of that process and is retried.
+        """
+        return self._wait(self._submit(boards, limit, moves=True))
+
+    @staticmethod
+    def _wait(batch: _Batch) -> list:
         try:
             return batch.future.result()
         except BaseException:
             batch.stop.set()
             raise
 
-    def _submit(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> _Batch:
+    def _submit(self, boards: Sequence[chess.Board], limit: chess.engine.Limit, moves: bool) -> _Batch:
         lkey = _limit_key(limit)
         if not boards:
-            batch = _Batch([], 0, b"", 0.0, [], {})
+            batch = _Batch([], 0, b"", [], {})
             batch.future.set_result([])
             return batch
+        tag = ("moves",) if moves else ()
         with self._lock:
             if self._closed:
                 raise RuntimeError("StockfishPool is closed")
-            results: list[chess.engine.PovScore | None] = [None] * len(boards)
+            results: list[_Result | None] = [None] * len(boards)
             # Unique positions still to search -> indices of the boards waiting for them.
             pending: dict[tuple, list[int]] = {}
-            todo: list[tuple[tuple, chess.Board]] = []
+            todo: list[_Job] = []
             use_cache = self.cache_size > 0
             hits = 0  # counted once the whole batch is validated
             for i, board in enumerate(boards):
-                key = (board._transposition_key(), lkey)
+                key = (board._transposition_key(), lkey, *tag)
                 if use_cache:
                     cached = self._cache.get(key)
                     if cached is not None:
                         self._cache.move_to_end(key)
-                        results[i] = cached
+                        results[i] = dict(cached) if moves else cached
                         hits += 1
                         continue
                     waiting = pending.get(key)
@@ -463,15 +570,17 @@ class StockfishPool:
                     key = (key, i)  # no sharing at all when the cache is off
                     pending[key] = [i]
                 self._check_searchable(board)
-                todo.append((key, board))
+                legal = tuple(board.generate_legal_moves()) if moves else None
+                timeout = _request_timeout(self.timeout, lkey, len(legal) if legal else 1)
+                # The move counters are not sent: see the class docstring.
+                todo.append(_Job(key, board.epd() + " 0 1", board.turn, legal, timeout))
             self.cache_hits += hits
             self.cache_misses += len(todo)
 
             workers = min(self.processes, len(todo))
-            go, timeout = _go_command(lkey), _request_timeout(self.timeout, lkey)
-            batch = _Batch(todo, workers, go, timeout, results, pending)
+            batch = _Batch(todo, workers, _go_command(lkey), results, pending, moves)
             if not todo:
-                batch.future.set_result(results)  # type: ignore[arg-type]
+                batch.future.set_result(results)
             # The first requests are written here: the slot threads need the GIL to write, and the
             # caller, busy in Python right after this call, would hold it for up to 5 ms.
             idle = [slot for slot in range(workers) if self._queued[slot] == 0]
@@ -500,13 +609,12 @@ class StockfishPool:
                 job = batch.next_job()
                 if job is None:
                     return ahead
-                key, board = job
                 taken, sent = ahead[slot]
-                taken.append((key, board, board.epd() + " 0 1"))
+                taken.append(job)
                 engine = self._engines[slot]
                 if engine is not None and sent == len(taken) - 1:
                     try:
-                        engine.send(taken[-1][2], batch.go)
+                        _send(engine, taken[-1], batch.go)
                         ahead[slot] = (taken, sent + 1)
                     except _EngineFailure:
                         pass
@@ -598,30 +706,36 @@ class StockfishPool:
         request fails the batch with :class:`EngineError`. Once the batch is stopped (another
         worker failed), the requests already sent are still answered, so the process stays in step.
         """
-        # ``taken``: jobs not answered yet, oldest first, as (key, board, fen); ``sent``: how many of them
-        # the current process holds (the caller may have sent the first ones, see _send_ahead).
+        # ``taken``: jobs not answered yet, oldest first; ``sent``: how many of them the current process
+        # holds (the caller may have sent the first ones, see _send_ahead).
         failures = 0  # in a row, while ``taken[0]`` was the oldest request
         while True:
             while len(taken) < batch.window and (job := batch.next_job()) is not None:
-                key, board = job
-                taken.append((key, board, board.epd() + " 0 1"))
+                taken.append(job)
             if not taken:
                 return
+            job = taken[0]
             try:
                 engine = self._engines[slot]
                 if engine is None:
                     engine = self._respawn(slot)
                 while sent < len(taken):
-                    engine.send(taken[sent][2], batch.go)
+                    _send(engine, taken[sent], batch.go)
                     sent += 1
-                is_mate, value = engine.receive(batch.timeout)
+                if job.legal is None:
+                    is_mate, value = engine.receive(job.timeout)
+                    result: _Result = chess.engine.PovScore(
+                        chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), job.turn
+                    )
+                else:
+                    result = _move_scores(engine.receive_lines(job.timeout), job.legal, job.turn)
             except _EngineFailure as exc:
                 self._discard(slot)
                 sent = 0
                 failures += 1
                 if failures > self.max_retries:
                     raise EngineError(
-                        f"Stockfish failed on position {taken[0][2]!r} ({batch.go.decode().strip()}) "
+                        f"Stockfish failed on position {job.fen!r} ({batch.go.decode().strip()}) "
                         f"{failures} times in a row; last error: {exc}"
                     ) from exc
                 continue
@@ -629,12 +743,10 @@ class StockfishPool:
                 # Interrupted mid-search: the process's output is out of step with the requests.
                 self._discard(slot)
                 raise
-            key, board, _ = taken.popleft()
+            taken.popleft()
             sent -= 1
             failures = 0
-            batch.found[key] = chess.engine.PovScore(
-                chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), board.turn
-            )
+            batch.found[job.key] = result
 
     def _finish(self, batch: _Batch) -> None:
         # Searches that finished are valid even when another failed: count and cache them first.
@@ -647,10 +759,10 @@ class StockfishPool:
         if batch.errors:
             batch.future.set_exception(batch.errors[0])
             return
-        for key, score in batch.found.items():
+        for key, result in batch.found.items():
             for i in batch.pending[key]:
-                batch.results[i] = score
-        batch.future.set_result(batch.results)  # type: ignore[arg-type]
+                batch.results[i] = dict(result) if batch.moves else result
+        batch.future.set_result(batch.results)
 
     def _discard(self, slot: int) -> None:
         engine = self._engines[slot]

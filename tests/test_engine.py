@@ -145,6 +145,125 @@ def test_cache_key_separates_en_passant_and_castling_but_not_move_counters():
         assert (p.cache_misses, p.cache_hits, p.engine_calls) == (4, 1, 4)
 
 
+# -- every legal move: one MultiPV search ------------------------------------------------------------
+
+KIWIPETE = "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1"
+PROMOTION = "8/P6k/8/8/8/8/6K1/8 w - - 0 1"  # a8=Q/R/B/N are four of the moves
+
+
+@needs_stockfish
+@pytest.mark.parametrize("limit", [chess.engine.Limit(depth=3), chess.engine.Limit(nodes=20_000)], ids=["depth", "nodes"])
+def test_evaluate_moves_scores_every_legal_move_from_the_movers_view(pool, limit):
+    boards = [chess.Board(), chess.Board(KIWIPETE), chess.Board(PROMOTION), chess.Board(KIWIPETE.replace(" w ", " b "))]
+    results = pool.evaluate_moves(boards, limit)
+    for board, scores in zip(boards, results):
+        assert set(scores) == set(board.legal_moves) and len(scores) == board.legal_moves.count()
+        assert all(score.turn == board.turn for score in scores.values())
+    assert {m.promotion for m in results[2] if m.promotion} == {chess.QUEEN, chess.ROOK, chess.BISHOP, chess.KNIGHT}
+
+
+@needs_stockfish
+@pytest.mark.parametrize(
+    ("fen", "mate", "mover"),
+    [("6k1/8/6K1/8/8/8/8/R7 w - - 0 1", "a1a8", chess.WHITE), ("7K/8/6k1/8/8/8/8/r7 b - - 0 1", "a1a8", chess.BLACK)],
+    ids=["white-mates", "black-mates"],
+)
+def test_mate_in_one_move_wins_from_the_movers_view(pool, fen, mate, mover):
+    scores = pool.evaluate_moves([chess.Board(fen)], chess.engine.Limit(depth=4))[0]
+    assert scores[chess.Move.from_uci(mate)] == chess.engine.PovScore(chess.engine.Mate(+1), mover)
+    assert scores[chess.Move.from_uci(mate)].relative == chess.engine.Mate(+1)
+    others = [score.relative for move, score in scores.items() if move.uci() != mate]
+    assert others and all(score != chess.engine.Mate(+1) for score in others)
+
+
+@needs_stockfish
+def test_evaluate_moves_is_deterministic_and_cached_apart_from_evaluate():
+    boards = random_boards(6, seed=8)
+    limit = chess.engine.Limit(depth=5)
+    with StockfishPool(processes=1, cache_size=0) as single:
+        reference = single.evaluate_moves(boards, limit)
+    with StockfishPool(processes=2) as p:
+        p.evaluate(random_boards(6, seed=9), chess.engine.Limit(depth=8))  # a different past per process
+        scores = p.evaluate(boards[:1], limit)
+        assert p.evaluate_moves(boards[::-1] + boards[:1], limit)[::-1][1:] == reference  # one duplicate
+        assert (p.cache_misses, p.cache_hits, p.engine_calls) == (13, 1, 13)  # not the score's cache entry
+        again = p.evaluate_moves(boards, limit)
+        assert again == reference and (p.cache_hits, p.engine_calls) == (7, 13)
+        again[0].clear()  # each caller gets its own dict: the cache is untouched
+        assert p.evaluate_moves(boards[:1], limit) == reference[:1]
+        assert p.evaluate(boards[:1], limit) == scores
+        assert p.submit_moves([], limit).result() == []
+
+
+@needs_stockfish
+@pytest.mark.parametrize(("depth", "median_cp"), [(1, 2), (5, 60)])
+def test_best_move_score_agrees_with_evaluate(pool, depth, median_cp):
+    """MultiPV changes Stockfish's search, so the best line's score equals the single-line score only
+    at depth 1; deeper it agrees up to tens of centipawns, and always in sign where the game is decided."""
+    boards = random_boards(24, seed=10)
+    limit = chess.engine.Limit(depth=depth)
+    best = [max(scores.values(), key=lambda s: s.relative).relative for scores in pool.evaluate_moves(boards, limit)]
+    single = [score.relative for score in pool.evaluate(boards, limit)]
+    diffs = sorted(abs(b.score(mate_score=10_000) - s.score(mate_score=10_000)) for b, s in zip(best, single))
+    assert diffs[len(diffs) // 2] <= median_cp, diffs
+    decided = [(b, s) for b, s in zip(best, single) if abs(s.score(mate_score=10_000)) >= 300]
+    assert decided and all((b > chess.engine.Cp(0)) == (s > chess.engine.Cp(0)) for b, s in decided)
+
+
+@needs_stockfish
+def test_evaluate_moves_rejects_positions_without_moves(pool):
+    with pytest.raises(ValueError, match="no legal moves"):
+        pool.submit_moves([chess.Board(), chess.Board("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1")], chess.engine.Limit(depth=1))
+
+
+def _boards_with_history(n: int, seed: int) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play, each with its moves on the stack."""
+    rng = random.Random(seed)
+    boards, seen = [], set()
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randint(4, 40)):
+            board.push(rng.choice(list(board.legal_moves)))
+            if board.is_game_over():
+                break
+        if not board.is_game_over() and board._transposition_key() not in seen:
+            seen.add(board._transposition_key())
+            boards.append(board)
+    return boards
+
+
+def _wrong_while_the_caller_uses_the_boards(method: str, rounds: int) -> int:
+    """How many of ``rounds`` batches' results differ from a serial evaluation, while the caller keeps
+    calling ``is_repetition()`` and popping and pushing moves on the submitted boards, with the GIL
+    switching threads as often as it can."""
+    boards = _boards_with_history(240, seed=12)  # many boards: past the first requests written ahead
+    limit = chess.engine.Limit(depth=1)
+    with StockfishPool(processes=1, cache_size=0) as single:
+        expected = getattr(single, method)(boards, limit)
+    submit = "submit" if method == "evaluate" else "submit_moves"
+    wrong = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with StockfishPool(processes=2, cache_size=0) as p:
+            for _ in range(rounds):
+                future = getattr(p, submit)(boards, limit)
+                while not future.done():
+                    for board in boards:
+                        board.is_repetition()  # pops and pushes the move stack
+                        board.push(board.pop())
+                wrong += sum(got != want for got, want in zip(future.result(), expected))
+    finally:
+        sys.setswitchinterval(interval)
+    return wrong
+
+
+@needs_stockfish
+@pytest.mark.parametrize("method", ["evaluate", "evaluate_moves"])
+def test_boards_used_by_the_caller_during_a_batch_do_not_change_its_results(method):
+    assert _wrong_while_the_caller_uses_the_boards(method, rounds=4) == 0
+
+
 # -- cache -------------------------------------------------------------------------------------------
 
 
@@ -256,17 +375,17 @@ def test_not_picklable(pool):
 # -- fault tolerance ---------------------------------------------------------------------------------
 
 
-def _signal_mid_batch(sig: int, timeout: float) -> None:
+def _signal_mid_batch(sig: int, timeout: float, method: str = "evaluate") -> None:
     boards = random_boards(10, seed=6)
     limit = chess.engine.Limit(nodes=60_000)  # ~60 ms a search: the batch takes ~0.3 s on 2 processes
     with StockfishPool(processes=1, cache_size=0) as single:
-        expected = single.evaluate(boards, limit)
+        expected = getattr(single, method)(boards, limit)
     with StockfishPool(processes=2, cache_size=0, timeout=timeout) as p:
         victim = p.pids[0]
         timer = threading.Timer(0.08, os.kill, (victim, sig))
         timer.start()
         try:
-            assert p.evaluate(boards, limit) == expected  # nothing lost, nothing wrong
+            assert getattr(p, method)(boards, limit) == expected  # nothing lost, nothing wrong
         finally:
             timer.join()
             if sig == signal.SIGSTOP and alive(victim):
@@ -274,12 +393,13 @@ def _signal_mid_batch(sig: int, timeout: float) -> None:
         assert p.engine_restarts == 1
         assert p.engine_calls == len(boards)
         assert victim not in p.pids and not alive(victim)  # replaced and reaped
-        assert p.evaluate(boards[:2], limit) == expected[:2]  # the pool carries on
+        assert getattr(p, method)(boards[:2], limit) == expected[:2]  # the pool carries on
 
 
 @needs_stockfish
-def test_killed_engine_is_replaced_and_request_retried():
-    _signal_mid_batch(signal.SIGKILL, timeout=10.0)
+@pytest.mark.parametrize("method", ["evaluate", "evaluate_moves"])
+def test_killed_engine_is_replaced_and_request_retried(method):
+    _signal_mid_batch(signal.SIGKILL, timeout=10.0, method=method)
 
 
 @needs_stockfish
@@ -309,16 +429,26 @@ def _fake_engine(tmp_path: Path, on_go: str) -> Path:
     return script
 
 
+_FAILURES = {
+    "crashes": "exit 3",
+    "no-score": "echo 'bestmove e2e4'",
+    "bad-score": "echo 'info depth 1 multipv 1 score cp pv e2e4'; echo 'bestmove e2e4'",
+}
+
+
 @pytest.mark.parametrize(
-    "on_go", ["exit 3", "echo 'bestmove e2e4'", "echo 'info depth 1 score cp'; echo 'bestmove e2e4'"],
-    ids=["crashes", "no-score", "bad-score"],
+    ("method", "on_go"),
+    [pytest.param(m, on_go, id=f"{m}-{name}") for m in ("evaluate", "evaluate_moves") for name, on_go in _FAILURES.items()]
+    # A well-formed line is a whole answer to a single-line search, but only one of a MultiPV search's.
+    + [pytest.param("evaluate_moves", "echo 'info depth 1 multipv 1 score cp 20 pv e2e4'; echo 'bestmove e2e4'",
+                    id="evaluate_moves-one-line")],
 )
-def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, on_go):
+def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, method, on_go):
     board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
     with StockfishPool(processes=1, path=_fake_engine(tmp_path, on_go), max_retries=2) as p:
         for _ in range(2):  # the failure is not cached: the second call searches (and fails) again
             with pytest.raises(EngineError, match=board.epd().split()[0]):
-                p.evaluate([board], chess.engine.Limit(depth=1))
+                getattr(p, method)([board], chess.engine.Limit(depth=1))
         assert p.engine_calls == 0
         assert p.engine_restarts == 5  # 2 per failed call, plus re-creating the slot left empty
 
