@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from chess_env.moves import PendingMoveValues, submit_move_values
 from chess_env.vector import ChessVectorEnv
 
 
@@ -141,6 +142,22 @@ class ChessVecEnv(VecEnv):
     def side_to_move(self) -> np.ndarray:
         """Bool ``(num_envs,)``: True where White is to move (who plays each game's next ply)."""
         return np.array([board.turn == chess.WHITE for board in self.vector_env.boards], dtype=bool)
+
+    def submit_move_values(self) -> PendingMoveValues:
+        """Start valuing every legal move of every game's current position (move groups); ``.result()`` gives
+        ``(num_envs, 4672)`` float32 values for the mover, ``nan`` at illegal entries (see :mod:`chess_env.moves`).
+
+        One MultiPV search per position at the env's shaping limit (``reward_depth`` / ``reward_nodes``), valued
+        with its ``reward_transform``; the searches run while the caller works. Don't step until the result is read.
+
+        Raises:
+            ValueError: the env has no engine (``shaping=False`` and no shared pool).
+        """
+        venv = self.vector_env
+        if venv.engine is None:
+            raise ValueError("move values need the engine: make the env with shaping=True or pass engine=StockfishPool(...)")
+        first = venv.envs[0]
+        return submit_move_values(venv.engine, venv.boards, venv.limit, first.reward_transform, first.cp_clip, first.draw_rule)
 
     def engine_stats(self) -> dict[str, float]:
         """The vector env's :meth:`~chess_env.ChessVectorEnv.engine_stats`: searches, cache hits and misses."""

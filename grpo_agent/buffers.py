@@ -12,7 +12,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 
 from grpo_agent.advantages import AdvantageConfig, AdvantageMode, AdvantageScale, group_advantages, reward_to_go
-from grpo_agent.diagnostics import PolicyDiversity, rollout_diagnostics, zero_std_groups
+from grpo_agent.diagnostics import PolicyDiversity, action_agreement, rollout_diagnostics, zero_std_groups
 
 
 class GroupRolloutBufferSamples(NamedTuple):
@@ -287,4 +287,148 @@ class GroupRolloutBuffer(BaseBuffer):
             action_masks=th.as_tensor(flat(self.action_masks), device=self.device),
             weights=self.to_torch(flat(self.weights)),
             noisy=th.as_tensor(flat(self.noisy), device=self.device),
+        )
+
+
+class MoveGroupBuffer(BaseBuffer):
+    """Rollout buffer of move groups: ``horizon`` steps x ``n_envs`` positions, ``K`` candidate moves each.
+
+    Each position is stored once (observation, legal-move mask) with its candidates' actions, old
+    log-probabilities and values (the mover's view); the loss evaluates all ``K`` from one forward pass.
+    ``get(batch_size)`` yields shuffled minibatches of ``batch_size`` *positions* whose action-shaped fields are
+    ``(n, K)`` (``GroupRolloutBufferSamples`` with ``K`` columns).
+
+    :param horizon: steps per rollout
+    :param observation_space: observation space
+    :param action_space: ``Discrete`` action space
+    :param n_envs: positions per step (the games)
+    :param n_candidates: ``K``, candidates per position (for every legal move: the most legal moves a position has)
+    :param device: torch device for the samples
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        n_envs: int,
+        n_candidates: int,
+        device: th.device | str = "auto",
+    ):
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"MoveGroupBuffer needs a Discrete action space, got {action_space}")
+        super().__init__(horizon, observation_space, action_space, device, n_envs=n_envs)
+        self.n_candidates = int(n_candidates)
+        self.reset()
+
+    def reset(self) -> None:
+        n, k = self.buffer_size * self.n_envs, self.n_candidates
+        self.observations = np.zeros((n, *self.obs_shape), dtype=self.observation_space.dtype)
+        self.action_masks = np.zeros((n, int(self.action_space.n)), dtype=bool)
+        self.actions = np.zeros((n, k), dtype=np.int64)
+        self.log_probs = np.zeros((n, k), dtype=np.float32)
+        self.values = np.zeros((n, k), dtype=np.float32)
+        self.candidates = np.zeros((n, k), dtype=bool)  # the real candidates (False: padding of "all" groups)
+        self.noisy = np.zeros(n, dtype=bool)
+        self.trained = np.zeros(n, dtype=bool)
+        self.advantages = np.zeros((n, k), dtype=np.float32)
+        self.weights = np.zeros((n, k), dtype=np.float32)
+        super().reset()
+
+    def add(  # type: ignore[override]
+        self,
+        obs: np.ndarray,
+        action_masks: np.ndarray,
+        actions: np.ndarray,
+        log_probs: np.ndarray,
+        values: np.ndarray,
+        candidates: np.ndarray,
+        noisy: bool = False,
+    ) -> None:
+        """Store one step: every game's position and its candidates (each array has ``n_envs`` rows)."""
+        if self.full:
+            raise ValueError(f"MoveGroupBuffer is full (horizon={self.buffer_size}); call reset() first")
+        rows = slice(self.pos * self.n_envs, (self.pos + 1) * self.n_envs)
+        self.observations[rows] = obs
+        self.action_masks[rows] = action_masks
+        candidates = np.asarray(candidates, dtype=bool)
+        self.candidates[rows] = candidates
+        self.actions[rows] = np.where(candidates, actions, 0)
+        self.log_probs[rows] = np.where(candidates, log_probs, 0.0)
+        self.values[rows] = np.where(candidates, values, 0.0)
+        self.noisy[rows] = noisy
+        self.pos += 1
+        self.full = self.pos == self.buffer_size
+
+    def finish(self, config: AdvantageConfig, weighting: str = "uniform") -> dict[str, float]:
+        """Finish the rollout in one pass: statistics, dynamic sampling, advantages and loss weights.
+
+        :param config: the advantage scale and dynamic sampling (``advantage``, ``gamma`` and ``loss_aggregation``
+            have no meaning for one-ply groups)
+        :param weighting: ``"uniform"`` (sampled candidates: each counts once, duplicates included) or
+            ``"policy"`` (every legal move, weighted by its old probability: the baseline is then the policy's
+            expected value and the surrogate's gradient the exact expected policy gradient at the position)
+        :return: ``step_reward_mean`` / ``_std`` (candidate values), ``group_reward_std``,
+            ``group_step_reward_std``, ``frac_reward_zero_std``, ``action_agreement_mean`` / ``_p90`` (sampled
+            groups only) and, with dynamic sampling, ``dropped_groups``
+        """
+        n = self.pos * self.n_envs
+        valid = self.candidates[:n]
+        values = self.values[:n].astype(np.float64)
+        if weighting == "policy":
+            w = np.where(valid, np.exp(self.log_probs[:n].astype(np.float64)), 0.0)
+        else:
+            w = valid.astype(np.float64)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        centered = np.where(valid, values - (w * values).sum(axis=1, keepdims=True), 0.0)
+        spread = np.sqrt((w * centered**2).sum(axis=1))
+        zero = zero_std_groups(values[:, :, None], valid[:, :, None], config.zero_std_tol)
+        self.trained[:n] = ~zero if config.drop_zero_std_groups else True
+        stats = {
+            "step_reward_mean": float(values[valid].mean()),
+            "step_reward_std": float(values[valid].std()),
+            "group_reward_std": float(spread.mean()),
+            "group_step_reward_std": float(spread.mean()),
+            "frac_reward_zero_std": float(zero.mean()),
+        }
+        if weighting == "uniform" and self.n_candidates > 1:
+            mean, p90 = action_agreement(self.actions[:n, :, None], valid[:, :, None])
+            stats.update(action_agreement_mean=mean, action_agreement_p90=p90)
+        if config.drop_zero_std_groups:
+            stats["dropped_groups"] = float(zero.sum())
+        trained = self.trained[:n]
+        if config.scale == "std":
+            centered = centered / (spread[:, None] + config.eps)
+        elif config.scale == "rms":
+            rms = math.sqrt((w[trained] * centered[trained] ** 2).sum() / max(trained.sum(), 1))
+            centered = centered / (rms + config.eps)
+        self.advantages[:n] = np.where(valid, centered, 0.0)
+        self.weights[:n] = np.where(trained[:, None], w, 0.0)
+        return {key: value for key, value in stats.items() if not math.isnan(value)}
+
+    def get(self, batch_size: int | None = None) -> Generator[GroupRolloutBufferSamples, None, None]:  # type: ignore[override]
+        """Yield shuffled minibatches of ``batch_size`` trained positions (``None``: all at once)."""
+        indices = np.random.permutation(np.flatnonzero(self.trained[: self.pos * self.n_envs]))
+        batch_size = max(len(indices), 1) if batch_size is None else batch_size
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for start in range(0, len(indices), batch_size):
+            yield self._get_samples(indices[start : start + batch_size])
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> GroupRolloutBufferSamples:  # type: ignore[override]
+        # Only the candidate columns some position of the batch uses (groups of every legal move are padded).
+        # Candidates fill the columns from the left, so the widest position of the batch bounds them.
+        k = max(int(self.candidates[batch_inds].sum(axis=1).max()), 1) if len(batch_inds) else 1
+        cols = (batch_inds, slice(0, k))
+        n = len(batch_inds)
+        return GroupRolloutBufferSamples(
+            observations=self.to_torch(self.observations[batch_inds]),
+            actions=self.to_torch(self.actions[cols]),
+            old_values=th.zeros(n, device=self.device),
+            old_log_prob=self.to_torch(self.log_probs[cols]),
+            advantages=self.to_torch(self.advantages[cols]),
+            returns=self.to_torch(self.values[cols]),
+            action_masks=th.as_tensor(self.action_masks[batch_inds], device=self.device),
+            weights=self.to_torch(self.weights[cols]),
+            noisy=th.as_tensor(self.noisy[batch_inds], device=self.device),
         )

@@ -32,15 +32,17 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from chess_env import ChessVectorEnv
 from grpo_agent.advantages import AdvantageConfig
-from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples
+from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples, MoveGroupBuffer
 from grpo_agent.control import Guardrails
 from grpo_agent.diagnostics import drift_statistics, normalized_entropy
 from grpo_agent.guards import NonFiniteAction
 from grpo_agent.loss import KL_ESTIMATORS, grpo_loss, kl_to_reference
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
-from grpo_agent.rollout import DirichletNoise, GameGroupCollector, check_group_env
+from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
+
+GROUP_MODES = ("games", "moves")
 
 
 class GRPO(BaseAlgorithm):
@@ -155,11 +157,13 @@ class GRPO(BaseAlgorithm):
         policy: str | type[GRPOPolicy],
         env: GymEnv | str | None,
         learning_rate: float | Schedule = 3e-4,
-        group_size: int = 8,
+        group_mode: str = "games",
+        group_size: int | str = 8,
         horizon: int = 16,
         n_epochs: int = 2,
         batch_size: int = 256,
         temperature: float = 1.0,
+        sample_without_replacement: bool = False,
         train_plies: str = "mover",
         advantage: str = "step",
         advantage_scale: str = "rms",
@@ -207,9 +211,13 @@ class GRPO(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        for name, value in (("group_size", group_size), ("horizon", horizon), ("n_epochs", n_epochs),
-                            ("batch_size", batch_size), ("n_envs", n_envs)):
-            if int(value) != value or value <= 0:
+        if group_mode not in GROUP_MODES:
+            raise ValueError(f"group_mode must be one of {GROUP_MODES}, got {group_mode!r}")
+        if group_size == "all" and group_mode != "moves":
+            raise ValueError("group_size='all' (every legal move) needs group_mode='moves'")
+        sizes = [("horizon", horizon), ("n_epochs", n_epochs), ("batch_size", batch_size), ("n_envs", n_envs)]
+        for name, value in ([] if group_size == "all" else [("group_size", group_size)]) + sizes:
+            if isinstance(value, str) or int(value) != value or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -263,10 +271,12 @@ class GRPO(BaseAlgorithm):
         if self.env is not None:
             check_group_env(self.env)
             # load() builds with default sizes before restoring the saved ones; _setup_model checks those.
-            if _init_setup_model and self.n_envs % group_size != 0:
+            if _init_setup_model and group_mode == "games" and self.n_envs % group_size != 0:
                 raise ValueError(f"group_size={group_size} does not divide num_envs={self.n_envs}")
 
-        self.group_size = int(group_size)
+        self.group_mode = group_mode
+        self.group_size = group_size if group_size == "all" else int(group_size)
+        self.sample_without_replacement = bool(sample_without_replacement)
         self.horizon = int(horizon)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -305,7 +315,7 @@ class GRPO(BaseAlgorithm):
         self._rollout_temperature = self.temperature
         self._nonfinite_stop = False
         self._fresh_obs: np.ndarray | None = None
-        self.collector: GameGroupCollector | None = None
+        self.collector: GameGroupCollector | MoveGroupCollector | None = None
 
         if _init_setup_model:
             self._setup_model()
@@ -321,11 +331,11 @@ class GRPO(BaseAlgorithm):
 
     @property
     def n_groups(self) -> int:
-        """Start positions per rollout."""
-        return self.n_envs // self.group_size
+        """Groups per rollout step: start positions (``"games"``) or current positions (``"moves"``)."""
+        return self.n_envs // self.group_size if self.group_mode == "games" else self.n_envs  # type: ignore[operator]
 
     def _setup_model(self) -> None:
-        if self.n_envs % self.group_size != 0:
+        if self.group_mode == "games" and self.n_envs % self.group_size != 0:  # type: ignore[operator]
             raise ValueError(f"group_size={self.group_size} does not divide num_envs={self.n_envs}")
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
@@ -354,9 +364,14 @@ class GRPO(BaseAlgorithm):
             self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
         )
         noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
-        self.collector = GameGroupCollector(
-            self.env, self.n_groups, self.group_size, self.horizon, advantages, self.train_plies, noise, self.device
-        )
+        if self.group_mode == "moves":
+            self.collector = MoveGroupCollector(
+                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device
+            )
+        else:
+            self.collector = GameGroupCollector(
+                self.env, self.n_groups, self.group_size, self.horizon, advantages, self.train_plies, noise, self.device  # type: ignore[arg-type]
+            )
         self.rollout_buffer = self.collector.buffer
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
@@ -396,7 +411,8 @@ class GRPO(BaseAlgorithm):
         # SB3 resets the env here to have a first observation: make that reset the first rollout's group reset,
         # instead of one whose games are thrown away.
         assert self.env is not None and self.collector is not None, "GRPO has no env; pass one to the constructor, load() or set_env()"
-        self.env.set_options(self.collector.reset_options)
+        if self.collector.reset_options is not None:
+            self.env.set_options(self.collector.reset_options)
         last_obs = self._last_obs
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         self._fresh_obs = self._last_obs if self._last_obs is not last_obs else None  # type: ignore[assignment]
@@ -585,7 +601,7 @@ class GRPO(BaseAlgorithm):
         summary = {key: float(np.nanmean(values)) for key, values in history.items() if key != "ratio_dev"}
         summary.update(first)
         summary.update(
-            advantage_std=float(self.rollout_buffer.advantages[trained].std()) if trained.any() else 0.0,
+            advantage_std=float(self.rollout_buffer.advantages[self.rollout_buffer.weights > 0].std()) if trained.any() else 0.0,
             temperature=self._rollout_temperature,
             skipped_updates=float(self.skipped_updates),
             **coefs,

@@ -9,12 +9,15 @@ from grpo_agent.rollout.base import (
     sample_policy,
 )
 from grpo_agent.rollout.games import GameGroupCollector
+from grpo_agent.rollout.moves import MAX_LEGAL_MOVES, MoveGroupCollector
 from grpo_agent.rollout.noise import dirichlet_mix
 
 __all__ = [
     "GROUP_ENV_METHODS",
     "DirichletNoise",
     "GameGroupCollector",
+    "MAX_LEGAL_MOVES",
+    "MoveGroupCollector",
     "GroupEnv",
     "PolicySample",
     "check_group_env",

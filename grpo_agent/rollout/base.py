@@ -100,12 +100,14 @@ class PolicySample:
     :param actions: ``(N, K)`` sampled action indices (``K`` samples per position)
     :param log_prob: ``(N, K)`` their log-probabilities under the distribution actually sampled (temperature
         and noise included): the old log-probabilities of the importance ratio
+    :param log_p: ``(N, A)`` normalized log-probabilities of the sampling temperature, before any noise
     :param policy_log_p: ``(N, A)`` the policy's normalized log-probabilities at the configured temperature
         (no boost, no noise), for the health statistics
     """
 
     actions: th.Tensor
     log_prob: th.Tensor
+    log_p: th.Tensor
     policy_log_p: th.Tensor
 
 
@@ -129,17 +131,21 @@ def sample_policy(
     """
     dist = policy.get_distribution(obs, masks, temperature)
     log_p = dist.distribution.logits  # normalized; illegal entries ~ -1e8
+    sampled_log_p = log_p
     if noise is not None:
-        mixed = dirichlet_mix(dist.distribution.probs, masks, noise.alpha, noise.frac, noise.rng)
-        actions = th.multinomial(mixed, n_samples, replacement=replacement)
-        log_prob = th.log(mixed.gather(1, actions))
+        sampled_log_p = th.log(dirichlet_mix(dist.distribution.probs, masks, noise.alpha, noise.frac, noise.rng))
+    if replacement:
+        actions = th.multinomial(sampled_log_p.exp(), n_samples, replacement=True)
     else:
-        actions = th.multinomial(dist.distribution.probs, n_samples, replacement=replacement)
-        # From the logits, exactly as the update's evaluate_actions computes them: the ratio starts at 1.
-        log_prob = log_p.gather(1, actions)
-    if temperature != base_temperature:
-        log_p = th.log_softmax(log_p * (temperature / base_temperature), dim=1)
-    return PolicySample(actions, log_prob, log_p)
+        # Gumbel top-k draws n_samples distinct moves in proportion to the probabilities; a position with fewer
+        # legal moves than n_samples gets illegal extras, which the caller drops by the mask.
+        gumbel = -th.log(-th.log(th.rand_like(sampled_log_p).clamp_min(1e-20)))
+        actions = th.topk(sampled_log_p + gumbel, n_samples, dim=1).indices
+    # The stored log-probability of each move is its single-draw probability under the distribution actually
+    # sampled; without noise it comes from the logits exactly as the update's evaluation does (the ratio starts at 1).
+    log_prob = sampled_log_p.gather(1, actions)
+    policy_log_p = log_p if temperature == base_temperature else th.log_softmax(log_p * (temperature / base_temperature), dim=1)
+    return PolicySample(actions, log_prob, log_p, policy_log_p)
 
 
 def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
