@@ -40,6 +40,7 @@ class MoveGroupCollector:
     reply per candidate). With an in-env opponent the next position is the one after its reply.
 
     :param env: the group-rollout env; it must also have ``submit_move_values()`` and SB3's ``step()``
+        and ``set_attr()`` (its games' shaping is turned off: the collector values the moves itself)
     :param horizon: steps per rollout
     :param group_size: candidates per position, or ``"all"`` (every legal move, weighted by its old probability)
     :param advantages: the advantage scale and dynamic sampling
@@ -62,7 +63,7 @@ class MoveGroupCollector:
     ) -> None:
         if group_size != "all" and not (isinstance(group_size, int) and group_size >= 1):
             raise ValueError(f"group_size must be a positive int or 'all', got {group_size!r}")
-        for name in ("submit_move_values", "step"):
+        for name in ("submit_move_values", "step", "set_attr"):
             if not callable(getattr(env, name, None)):
                 raise ValueError(f"move groups need an env with {name}() (chess_env.sb3.ChessVecEnv has it); "
                                  f"{type(env).__name__} lacks it")
@@ -71,6 +72,9 @@ class MoveGroupCollector:
         width = MAX_LEGAL_MOVES if group_size == "all" else int(group_size)
         self.buffer = MoveGroupBuffer(horizon, env.observation_space, env.action_space, env.num_envs, width, device)  # type: ignore[attr-defined]
         self._obs: np.ndarray | None = None
+        # The candidates are valued here; the env's own per-ply shaping would search every position a second
+        # time (its reward is not what move groups train on), so it is turned off for the games of this env.
+        env.set_attr("shaping", False)  # type: ignore[attr-defined]
 
     def collect(
         self,
