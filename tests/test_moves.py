@@ -99,6 +99,7 @@ def test_candidates_are_legal_valued_and_centered(group_size, without):
     assert -1.0 <= buffer.values[:n][cand].min() and buffer.values[:n][cand].max() <= 1.0
     stats = model.last_rollout_stats
     assert stats["engine_evals"] == buffer.action_masks[:n].sum() and 0 < stats["entropy_norm"] <= 1.0
+    assert stats["regret"] >= 0 and -1 <= stats["policy_value"] <= 1
     # the stored log-probabilities are the policy's own: the first minibatch's ratio is exactly 1
     model.train()
     assert model.last_train_stats["ratio_dev_first_batch"] < 1e-5

@@ -94,14 +94,22 @@ class MoveGroupCollector:
             self._obs = env.reset()  # type: ignore[attr-defined]
         engine_before, health = env.engine_stats(), SamplingHealth()
         start, scored, wait = time.perf_counter(), 0, 0.0
+        policy_value: list[np.ndarray] = []
+        regret: list[np.ndarray] = []
         for _ in range(self.horizon):
             masks = np.asarray(env.action_masks(), dtype=bool)
             pending = env.submit_move_values()  # type: ignore[attr-defined]
             mask_tensor = th.as_tensor(masks, device=self.device)
-            actions, log_probs, candidates, advance = self._candidates(policy, mask_tensor, temperature, base_temperature, health)
+            actions, log_probs, candidates, advance, probs = self._candidates(
+                policy, mask_tensor, temperature, base_temperature, health
+            )
             waited = time.perf_counter()
             values = pending.result()
             wait += time.perf_counter() - waited
+            # The policy's expected value over every legal move, and what it gives up against the best move.
+            expected = np.nansum(probs * values, axis=1)
+            policy_value.append(expected)
+            regret.append(np.nanmax(values, axis=1) - expected)
             buffer.add(self._obs, masks, actions, log_probs, np.take_along_axis(values, actions, axis=1), candidates,
                        noisy=self.noise is not None)
             scored += int(masks.sum())
@@ -116,6 +124,8 @@ class MoveGroupCollector:
             "engine_wait_frac": wait / elapsed,
             "temperature": temperature,
             **health.stats(),
+            "policy_value": float(np.mean(policy_value)),
+            "regret": float(np.mean(regret)),
             "engine_evals": float(scored),
             "engine_searches": searched["engine_evals"],
         }
@@ -126,8 +136,9 @@ class MoveGroupCollector:
 
     def _candidates(
         self, policy: GRPOPolicy, masks: th.Tensor, temperature: float, base_temperature: float, health: SamplingHealth
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(actions, log_probs, candidates, advance)`` of one step from one forward pass of the policy."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(actions, log_probs, candidates, advance, probs)`` of one step from one forward pass of the policy
+        (``probs``: the policy's probabilities at the configured temperature, ``(N, A)``)."""
         obs = obs_as_tensor(self._obs, self.device)
         if self.group_size == "all":
             sample = sample_policy(policy, obs, masks, temperature, base_temperature)
@@ -142,4 +153,5 @@ class MoveGroupCollector:
             actions, log_probs, advance = sample.actions, sample.log_prob, sample.actions[:, 0]
             candidates = masks.gather(1, actions)  # all True, but for draws without replacement past #legal
         health.add(sample.policy_log_p, masks)
-        return (actions.cpu().numpy(), log_probs.cpu().numpy(), candidates.cpu().numpy(), advance.cpu().numpy())
+        return (actions.cpu().numpy(), log_probs.cpu().numpy(), candidates.cpu().numpy(), advance.cpu().numpy(),
+                sample.policy_log_p.exp().cpu().numpy())
