@@ -1,6 +1,6 @@
 """Measure the Stockfish pool: reset cost, raw-pipe fast path vs python-chess, process scaling.
 
-Run: ``python benchmarks/engine_fastpath.py [--positions 64] [--out benchmarks/results/engine_fastpath.json]``.
+Run: ``python -m benchmarks.engine_fastpath [--positions 64] [--out benchmarks/results/engine_fastpath.json]``.
 Every number is wall-clock milliseconds per evaluation on distinct, non-terminal positions from
 seeded random games (the cache is off, so every evaluation is a search): the best of ``--rounds``
 interleaved rounds, and the median. The fast-path comparison

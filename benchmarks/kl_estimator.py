@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from benchmarks.common import RESULTS_DIR, limit_threads, machine_info, mean_ci, write_json
+from benchmarks.common import RESULTS_DIR, limit_threads, machine_info, mean_ci
+from grpo_agent.save_util import write_json
 
 ENV = dict(reward_depth=1, max_plies=200, start_positions="builtin")
 ALGO = dict(group_size=8, horizon=8, n_epochs=2, batch_size=128, learning_rate=1e-3, kl_coef=0.3, ent_coef=0.01)

@@ -23,7 +23,8 @@ from typing import Any
 import chess
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, limit_threads, machine_info, mean_ci, write_json
+from benchmarks.common import RESULTS_DIR, limit_threads, machine_info, mean_ci
+from grpo_agent.save_util import write_json
 
 NET = {"features_extractor_kwargs": {"n_blocks": 4, "channels": 64}}
 ENV = {"start_positions": "builtin", "reward_transform": "winprob", "max_plies": 200}

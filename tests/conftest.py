@@ -1,9 +1,17 @@
-"""Shared test set-up."""
+"""Shared test set-up and helpers (``from conftest import ...``: pytest puts this folder on the path)."""
 
 from pathlib import Path
 
 import pytest
 import torch
+
+from chess_env.engine import EngineNotFoundError, find_stockfish
+
+try:
+    STOCKFISH: str | None = find_stockfish()
+except EngineNotFoundError:  # tests that need no engine still run
+    STOCKFISH = None
+needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
 
 # Two rows in the Lichess puzzle database format (FEN before the opponent's move).
 PUZZLE_CSV = """\
@@ -11,6 +19,11 @@ PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,Open
 00sHx,q3k1nr/1pp1nQpp/3p4/1P2p3/4P3/B1PP1b2/B5PP/5K2 b k - 0 17,e8d7 a2e6 d7d8 f7f8,1760,80,83,72,mate mateIn2 middlegame short,https://lichess.org/yyznGmXs/black#34,Italian_Game Italian_Game_Classical_Variation
 00sJ9,r3r1k1/p4ppp/2p2n2/1p6/3P1qb1/2NQR3/PPB2PP1/R1B3K1 w - - 5 18,e3g3 e8e1 g1h2 e1c1 a1c1 f4h6 h2g1 h6c1,2671,105,87,325,advantage attraction fork long sacrifice veryLong,https://lichess.org/gyFeQsOE#35,French_Defense French_Defense_Exchange_Variation
 """
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists, zombies included (a reaped child has no /proc entry)."""
+    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(autouse=True, scope="session")

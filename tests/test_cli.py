@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from grpo_agent.cli import ConfigError, latest_checkpoint, load_config, main, parse_schedule
+from grpo_agent.cli import ConfigError, main
+from grpo_agent.cli.config import load_config, parse_schedule
+from grpo_agent.cli.train import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,16 +23,12 @@ import chess.engine
 import pytest
 
 from chess_env.engine import EngineNotFoundError, EnginePoolError, StockfishPool, find_stockfish
-
-try:
-    STOCKFISH = find_stockfish()
-except EngineNotFoundError:  # the discovery tests below still run
-    STOCKFISH = None
-needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
+from conftest import STOCKFISH, alive, needs_stockfish
 
 
-def random_boards(n: int, seed: int) -> list[chess.Board]:
-    """Distinct non-terminal positions from seeded random play, move counters normalised to ``0 1``.
+def random_boards(n: int, seed: int, history: bool = False) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play: with ``history``, each with its moves on
+    the stack; otherwise without them and with the move counters normalised to ``0 1``.
 
     The pool never sends the counters (it sends the EPD plus ``0 1``) because Stockfish's evaluation
     looks at the 50-move counter; normalising them here lets python-chess send the same position.
@@ -47,13 +43,8 @@ def random_boards(n: int, seed: int) -> list[chess.Board]:
                 break
         if not board.is_game_over() and board._transposition_key() not in seen:
             seen.add(board._transposition_key())
-            boards.append(chess.Board(board.epd() + " 0 1"))
+            boards.append(board if history else chess.Board(board.epd() + " 0 1"))
     return boards
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists, zombies included (a reaped child has no /proc entry)."""
-    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(scope="module")
@@ -215,27 +206,11 @@ def test_evaluate_moves_rejects_positions_without_moves(pool):
         pool.submit_moves([chess.Board(), chess.Board("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1")], chess.engine.Limit(depth=1))
 
 
-def _boards_with_history(n: int, seed: int) -> list[chess.Board]:
-    """Distinct non-terminal positions from seeded random play, each with its moves on the stack."""
-    rng = random.Random(seed)
-    boards, seen = [], set()
-    while len(boards) < n:
-        board = chess.Board()
-        for _ in range(rng.randint(4, 40)):
-            board.push(rng.choice(list(board.legal_moves)))
-            if board.is_game_over():
-                break
-        if not board.is_game_over() and board._transposition_key() not in seen:
-            seen.add(board._transposition_key())
-            boards.append(board)
-    return boards
-
-
 def _wrong_while_the_caller_uses_the_boards(method: str, rounds: int) -> int:
     """How many of ``rounds`` batches' results differ from a serial evaluation, while the caller keeps
     calling ``is_repetition()`` and popping and pushing moves on the submitted boards, with the GIL
     switching threads as often as it can."""
-    boards = _boards_with_history(240, seed=12)  # many boards: past the first requests written ahead
+    boards = random_boards(240, seed=12, history=True)  # many boards: past the first requests written ahead
     limit = chess.engine.Limit(depth=1)
     with StockfishPool(processes=1, cache_size=0) as single:
         expected = getattr(single, method)(boards, limit)

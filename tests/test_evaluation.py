@@ -17,7 +17,7 @@ import pytest
 from chess_env.engine import find_stockfish
 from chess_env.positions import load_positions
 from chess_env.puzzles import Puzzle, read_puzzles
-from grpo_agent.cli import add_eval_arguments, run_eval
+from grpo_agent.cli.evaluate import add_eval_arguments, run_eval
 from grpo_agent.evaluation import (
     CP_CAP,
     EnginePolicy,

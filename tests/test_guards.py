@@ -19,7 +19,8 @@ import grpo_agent.grpo as grpo_module
 from chess_env import ChessVectorEnv
 from grpo_agent import GRPO
 from grpo_agent.advantages import group_advantages
-from grpo_agent.cli import guard_events, main
+from grpo_agent.cli import main
+from grpo_agent.cli.plotting import guard_events
 from grpo_agent.guards import CollapseGuard
 from grpo_agent.rollout import dirichlet_mix
 

@@ -10,28 +10,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import chess
 import chess.engine
 import pytest
 
 from chess_env import ChessEnv
-from chess_env.engine import EngineNotFoundError, EnginePlayer, Strength, find_stockfish
+from chess_env.engine import EnginePlayer, Strength
 from chess_env.opponents import make_opponent
-
-try:
-    find_stockfish()
-    HAVE_STOCKFISH = True
-except EngineNotFoundError:
-    HAVE_STOCKFISH = False
-needs_stockfish = pytest.mark.skipif(not HAVE_STOCKFISH, reason="Stockfish is not installed")
+from conftest import alive, needs_stockfish
 
 MATE_IN_ONE = "6k1/8/6K1/8/8/8/8/R7 w - - 0 1"  # Ra8#
-
-
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
 
 
 # -- strength specs ----------------------------------------------------------------------------------

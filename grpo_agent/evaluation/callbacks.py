@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import statistics
@@ -13,7 +11,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from grpo_agent.evaluation.evaluator import EvalConfig, Evaluator
 from grpo_agent.evaluation.players import Opponent
-from grpo_agent.evaluation.reports import EvalReport, json_default
+from grpo_agent.evaluation.reports import EvalReport
+from grpo_agent.save_util import save_model, write_json
 
 
 class EvalLadderCallback(BaseCallback):
@@ -93,24 +92,12 @@ class EvalLadderCallback(BaseCallback):
 
     def _save_best(self, report: EvalReport) -> None:
         assert self.save_path is not None
-        self.save_path.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        self.model.save(buffer)
-        _atomic_write(self.save_path / "best_model.zip", buffer.getvalue())
-        summary = {"timesteps": self.num_timesteps, "selection_score": self.best_score, **report.to_dict()}
-        _atomic_write(self.save_path / "best_eval.json", json.dumps(summary, indent=2, default=json_default).encode())
+        save_model(self.model, self.save_path / "best_model.zip")
+        write_json(self.save_path / "best_eval.json",
+                   {"timesteps": self.num_timesteps, "selection_score": self.best_score, **report.to_dict()})
 
     def _on_training_end(self) -> None:
         if self._evaluator is not None:
             self._evaluator.close()
             self._evaluator = None
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -13,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import chess
 import chess.svg
-import numpy as np
+
+from grpo_agent.save_util import write_json
 
 if TYPE_CHECKING:  # annotations only: the evaluator builds reports, so it imports this module
     from grpo_agent.evaluation.evaluator import AcplResult, EvalConfig, MatchResult
@@ -108,14 +108,8 @@ def write_artifacts(report: EvalReport, out_dir: str | os.PathLike, svg: bool = 
                                         size=360)
                 (out / "svg" / f"{safe_name(match.opponent)}_{game.index:03d}.svg").write_text(image)
     json_path = out / "eval.json"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2, default=json_default))
+    write_json(json_path, report.to_dict())
     return json_path
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {value!r}")
 
 
 _SHORT_TERMINATIONS = {"checkmate": "mate", "stalemate": "stalemate", "insufficient_material": "material",
