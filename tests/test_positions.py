@@ -11,7 +11,6 @@ import chess.engine
 import numpy as np
 import pytest
 
-from chess_env.engine import EngineNotFoundError, find_stockfish
 from chess_env.positions import (
     PHASES,
     PositionSet,
@@ -20,6 +19,7 @@ from chess_env.positions import (
     load_pgn,
     load_positions,
 )
+from conftest import STOCKFISH, needs_stockfish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,16 +255,10 @@ def test_is_balanced_on_scores():
     assert is_balanced(chess.engine.Cp(60), max_cp=60) and not is_balanced(chess.engine.Cp(61), max_cp=60)
 
 
-def _stockfish() -> str:
-    try:
-        return find_stockfish()
-    except EngineNotFoundError as exc:
-        pytest.skip(f"Stockfish not installed, cannot score positions: {exc}")
-
-
+@needs_stockfish
 @pytest.mark.slow
 def test_stockfish_balance_filter_rejects_queen_up_position():
-    with chess.engine.SimpleEngine.popen_uci(_stockfish()) as engine:
+    with chess.engine.SimpleEngine.popen_uci(STOCKFISH) as engine:
         engine.configure({"Threads": 1, "Hash": 16})
 
         def score(fen: str) -> chess.engine.PovScore:
@@ -274,9 +268,9 @@ def test_stockfish_balance_filter_rejects_queen_up_position():
         assert is_balanced(score(chess.STARTING_FEN))
 
 
+@needs_stockfish
 @pytest.mark.slow
 def test_generator_script_end_to_end(tmp_path):
-    _stockfish()
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_start_positions.py"), "--seed", "1", "--games", "12",
          "--per-phase", "3", "--eval-size", "3", "--depth", "6", "--out-dir", str(tmp_path)],
