@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 import chess
 import chess.engine
@@ -19,6 +19,19 @@ from chess_env.rules import DRAW_RULES, game_outcome, result_for
 
 AGENT_COLORS = ("white", "black", "alternate")
 ILLEGAL_ACTIONS = ("lose", "raise")
+
+
+class Opening(NamedTuple):
+    """How a game starts: the start position and the opponent's reply to it, if the opponent opens.
+
+    A group reset of :class:`~chess_env.vector.ChessVectorEnv` has the group's first game find its
+    opening and every other game replay it, so that the whole group starts from one position.
+    """
+
+    start: chess.Board
+    """The start position, before the reply (with the move stack it was given)."""
+    reply: chess.Move | None
+    """The opponent's first move, or None when the agent (or self-play) moves first."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> Any:
@@ -136,6 +149,7 @@ class ChessEnv(gym.Env):
         self._outcome: chess.Outcome | None = None
         self._done = True
         self._resets = 0
+        self._opening: Opening | None = None  # how the current game started (see _begin_reset)
         self._mask: np.ndarray | None = None  # the last legal-move mask, for the position ``_mask_key``
         self._mask_key: tuple | None = None
 
@@ -170,8 +184,19 @@ class ChessEnv(gym.Env):
         self._end_reset(_first(pending))
         return obs, info
 
-    def _begin_reset(self, seed: int | None, options: dict[str, Any] | None) -> chess.Board | None:
-        """Set up the start position; return the board to evaluate, or None when no engine call is needed."""
+    def _begin_reset(
+        self,
+        seed: int | None,
+        options: dict[str, Any] | None,
+        drawn: str | None = None,
+        opening: Opening | None = None,
+    ) -> chess.Board | None:
+        """Set up the start position; return the board to evaluate, or None when no engine call is needed.
+
+        ``drawn`` is a start the caller drew from ``start_positions`` in place of this env's own draw
+        (the vector env's group starts). ``opening`` is another game's :class:`Opening` to replay: its
+        start and the opponent's reply to it, without asking this env's opponent.
+        """
         super().reset(seed=seed)
         if isinstance(self.opponent, RandomOpponent):
             self.opponent.rng = self.np_random
@@ -179,17 +204,6 @@ class ChessEnv(gym.Env):
         unknown = set(options) - {"fen", "board", "agent_color"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'fen', 'board' or 'agent_color'")
-        if "board" in options:
-            self.board = options["board"].copy()
-        elif "fen" in options:
-            try:
-                self.board = chess.Board(options["fen"])
-            except ValueError as exc:
-                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
-        else:
-            self.board = chess.Board(self.start_positions.sample(self.np_random, 1)[0])
-        if not self.board.is_valid():
-            raise ValueError(f"invalid position {self.board.fen()!r}: {self.board.status()!r}")
         if "agent_color" in options:
             color = _choice("agent_color", options["agent_color"], AGENT_COLORS[:2])
             self.agent = chess.WHITE if color == "white" else chess.BLACK
@@ -198,14 +212,40 @@ class ChessEnv(gym.Env):
         else:
             self.agent = chess.WHITE if self.agent_color == "white" else chess.BLACK
         self._resets += 1
+        self._opening = opening if opening is not None else self._find_opening(options, drawn)
+        self.board = self._opening.start.copy()
         self.ply = 0
-        self._outcome = game_outcome(self.board, self.draw_rule)
-        if self.opponent is not None and self._outcome is None and self.board.turn != self.agent:
-            self._push(self.opponent(self.board))
-        if self._outcome is not None:
-            raise ValueError(f"the game is already over in the start position {self.board.fen()!r}")
+        self._outcome = None  # _find_opening checked that the game goes on
+        if self._opening.reply is not None:
+            self._push(self._opening.reply)
         self._done = False
         return self.board if self.shaping else None
+
+    def _find_opening(self, options: dict[str, Any], drawn: str | None) -> Opening:
+        """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it."""
+        if "board" in options:
+            board = options["board"].copy()
+        elif "fen" in options:
+            try:
+                board = chess.Board(options["fen"])
+            except ValueError as exc:
+                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
+        else:
+            board = chess.Board(drawn if drawn is not None else self.start_positions.sample(self.np_random, 1)[0])
+        if not board.is_valid():
+            raise ValueError(f"invalid position {board.fen()!r}: {board.status()!r}")
+        outcome = game_outcome(board, self.draw_rule)
+        if outcome is not None:
+            raise ValueError(f"the game is already over in the start position {board.fen()!r}")
+        reply = None
+        if self.opponent is not None and board.turn != self.agent:
+            reply = self.opponent(board)
+            board.push(reply)
+            outcome = game_outcome(board, self.draw_rule)
+            board.pop()
+            if outcome is not None:
+                raise ValueError(f"the game is already over in the start position {board.fen()!r}")
+        return Opening(board, reply)
 
     def _end_reset(self, score: chess.engine.PovScore | None) -> None:
         """Take the start position's value from its engine score (None when none was needed)."""

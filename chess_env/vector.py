@@ -35,7 +35,10 @@ class ChessVectorEnv(VectorEnv):
     * ``{"fens": [...]}``: one FEN per game;
     * ``{"groups": B, "group_size": G}`` with ``B * G == num_envs``: ``B`` start positions drawn
       (with replacement) from ``start_positions`` with the vector env's generator; game ``i`` starts
-      from position ``i // G``, so each group of ``G`` consecutive games shares its start (GRPO);
+      from position ``i // G``, so each group of ``G`` consecutive games shares its start (GRPO).
+      When the opponent has the move there, the group's first game asks it for the opening reply
+      and the others replay that move: the whole group begins from one position, with the same
+      move stack, ``ply``, observation, mask and shaping value (one opponent call per group);
     * ``{"fen": f}``: every game from ``f``;
     * ``{"reset_mask": mask}`` (Gymnasium's partial reset, bool ``(num_envs,)``), alone or with
       ``"fen"``: only the masked games restart.
@@ -208,8 +211,8 @@ class ChessVectorEnv(VectorEnv):
         seeds = self._seeds(seed)
         if isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-        indices, env_options = self._reset_plan(dict(options or {}))
-        started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices])
+        indices, env_options, groups = self._reset_plan(dict(options or {}))
+        started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices], groups)
         infos: dict[str, Any] = {}
         for i, info in zip(indices, started):
             infos = self._add_env_info(infos, info, i)
@@ -219,10 +222,27 @@ class ChessVectorEnv(VectorEnv):
         return self._obs.copy(), infos
 
     def _restart(
-        self, indices: list[int], seeds: list[int | None], options: list[dict[str, Any] | None]
+        self,
+        indices: list[int],
+        seeds: list[int | None],
+        options: list[dict[str, Any] | None],
+        groups: tuple[int, list[str]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Start new games ``indices`` with one pool batch; return their infos."""
-        boards = [self.envs[i]._begin_reset(seed, opts) for i, seed, opts in zip(indices, seeds, options)]
+        """Start new games ``indices`` with one pool batch; return their infos.
+
+        ``groups``: ``(group_size, starts)`` of a group reset (``indices`` are then all the games, in
+        order). The group's first game sets out from its drawn start and asks its opponent for the
+        opening reply; the others replay that opening, so the whole group starts from one position.
+        """
+        boards = []
+        for i, seed, opts in zip(indices, seeds, options):
+            env = self.envs[i]
+            if groups is None:
+                boards.append(env._begin_reset(seed, opts))
+            elif i % groups[0] == 0:
+                boards.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
+            else:
+                boards.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
         pending = self._submit([board for board in boards if board is not None])
         infos = [self._observe(i)[1] for i in indices]  # while the engines search
         scores = iter(_scores(pending))
@@ -241,8 +261,10 @@ class ChessVectorEnv(VectorEnv):
             raise ValueError(f"got {len(seeds)} seeds {seeds!r} for num_envs={self.num_envs}")
         return seeds
 
-    def _reset_plan(self, options: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
-        """Which games to reset, and each one's ChessEnv reset options."""
+    def _reset_plan(
+        self, options: dict[str, Any]
+    ) -> tuple[list[int], list[dict[str, Any]], tuple[int, list[str]] | None]:
+        """Which games to reset, each one's ChessEnv reset options, and a group reset's size and starts."""
         unknown = set(options) - set(_RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected some of {list(_RESET_OPTIONS)}")
@@ -262,6 +284,7 @@ class ChessVectorEnv(VectorEnv):
                 raise ValueError(f"reset_mask cannot be combined with {starts}; use 'fen' or no start option")
             indices = [int(i) for i in np.flatnonzero(mask)]
         env_options: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        group_starts = None
         if "fen" in options:
             for opts in env_options:
                 opts["fen"] = options["fen"]
@@ -281,12 +304,12 @@ class ChessVectorEnv(VectorEnv):
                 )
             starts = self.start_positions.sample(self.np_random, int(groups))
             alternate = self.envs[0].opponent is not None and self.envs[0].agent_color == "alternate"
-            for i, opts in enumerate(env_options):
-                opts["fen"] = starts[i // size]
-                if alternate:
+            if alternate:
+                for i, opts in enumerate(env_options):
                     opts["agent_color"] = "white" if (self._group_resets + i // size) % 2 == 0 else "black"
             self._group_resets += 1
-        return indices, env_options
+            group_starts = (int(size), starts)
+        return indices, env_options, group_starts
 
     # Step ------------------------------------------------------------------------------------
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
