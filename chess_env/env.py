@@ -19,6 +19,8 @@ from chess_env.rules import DRAW_RULES, game_outcome, result_for
 
 AGENT_COLORS = ("white", "black", "alternate")
 ILLEGAL_ACTIONS = ("lose", "raise")
+START_ATTEMPTS = 100
+"""Start positions a reset draws, at most, before refusing a set whose every start the opponent's reply ends."""
 
 
 class Opening(NamedTuple):
@@ -32,6 +34,8 @@ class Opening(NamedTuple):
     """The start position, before the reply (with the move stack it was given)."""
     reply: chess.Move | None
     """The opponent's first move, or None when the agent (or self-play) moves first."""
+    resampled: int = 0
+    """Start positions drawn and discarded before this one because the opponent's reply ended them."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> Any:
@@ -83,6 +87,10 @@ class ChessEnv(gym.Env):
         engine_path: the Stockfish binary (default: ``STOCKFISH_PATH``, ``PATH``,
             ``/usr/games/stockfish``).
         render_mode: ``"ansi"`` (Unicode board) or ``"rgb_array"``.
+
+    Attributes:
+        resampled_starts: start positions this environment drew and discarded, over all its resets,
+            because the opponent's opening reply ended the game (see :meth:`reset`); for the logger.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}
@@ -149,6 +157,7 @@ class ChessEnv(gym.Env):
         self._outcome: chess.Outcome | None = None
         self._done = True
         self._resets = 0
+        self.resampled_starts = 0
         self._opening: Opening | None = None  # how the current game started (see _begin_reset)
         self._mask: np.ndarray | None = None  # the last legal-move mask, for the position ``_mask_key``
         self._mask_key: tuple | None = None
@@ -178,9 +187,20 @@ class ChessEnv(gym.Env):
         ``options["board"]`` keeps the board's move stack (history planes, repetitions).
         ``options["agent_color"]`` (``"white"`` or ``"black"``) sets the agent's colour for this game
         only, overriding ``agent_color`` (the vector env uses it to give a whole group one colour).
+
+        When the opponent has the move in the start position it plays its reply here (``info["ply"]``
+        is then 1). A start drawn from ``start_positions`` that the reply ends (e.g. a puzzle in which
+        the opponent mates in one) is discarded and another one drawn: ``info["resampled_starts"]``
+        counts the discards of this reset, :attr:`resampled_starts` those of every reset.
+
+        Raises:
+            ValueError: an unknown option or colour, an invalid FEN or position, a start that is over
+                before any move, a ``"fen"``/``"board"`` start that the opponent's reply ends (the
+                message names the start's FEN and the reply in SAN and UCI), or
+                :data:`START_ATTEMPTS` drawn starts in a row that the reply ends.
         """
         pending = self._submit(self._begin_reset(seed, options))
-        obs, info = self._observe()  # while the engine searches
+        obs, info = self._observe(reset=True)  # while the engine searches
         self._end_reset(_first(pending))
         return obs, info
 
@@ -222,7 +242,12 @@ class ChessEnv(gym.Env):
         return self.board if self.shaping else None
 
     def _find_opening(self, options: dict[str, Any], drawn: str | None) -> Opening:
-        """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it."""
+        """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it.
+
+        A drawn start that the reply ends (a puzzle whose mate is the opponent's) is drawn again, at
+        most :data:`START_ATTEMPTS` times in all, and counted in :attr:`resampled_starts`; a start the
+        caller chose is refused instead, as is a start that is over before any move.
+        """
         if "board" in options:
             board = options["board"].copy()
         elif "fen" in options:
@@ -231,21 +256,41 @@ class ChessEnv(gym.Env):
             except ValueError as exc:
                 raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
         else:
-            board = chess.Board(drawn if drawn is not None else self.start_positions.sample(self.np_random, 1)[0])
-        if not board.is_valid():
-            raise ValueError(f"invalid position {board.fen()!r}: {board.status()!r}")
-        outcome = game_outcome(board, self.draw_rule)
-        if outcome is not None:
-            raise ValueError(f"the game is already over in the start position {board.fen()!r}")
-        reply = None
-        if self.opponent is not None and board.turn != self.agent:
-            reply = self.opponent(board)
-            board.push(reply)
+            board = chess.Board(drawn if drawn is not None else self._draw_start())
+        chosen = "board" in options or "fen" in options
+        for resampled in range(START_ATTEMPTS):
+            if resampled:
+                board = chess.Board(self._draw_start())
+            if not board.is_valid():
+                raise ValueError(f"invalid position {board.fen()!r}: {board.status()!r}")
             outcome = game_outcome(board, self.draw_rule)
-            board.pop()
             if outcome is not None:
-                raise ValueError(f"the game is already over in the start position {board.fen()!r}")
-        return Opening(board, reply)
+                raise ValueError(
+                    f"the start position {board.fen()!r} is already over ({_termination(outcome)}): no move is left to play"
+                )
+            reply = None
+            if self.opponent is not None and board.turn != self.agent:
+                reply = self.opponent(board)
+                board.push(reply)
+                outcome = game_outcome(board, self.draw_rule)
+                board.pop()
+            if outcome is None:
+                self.resampled_starts += resampled
+                return Opening(board, reply, resampled)
+            if chosen:
+                raise ValueError(
+                    f"the opponent's reply {board.san(reply)} ({reply.uci()}) to the start position {board.fen()!r} "
+                    f"ends the game ({_termination(outcome)}), leaving the agent no move; start from a position "
+                    "where the game goes on after the reply"
+                )
+        raise ValueError(
+            f"the opponent's opening reply ended the game in every one of the {START_ATTEMPTS} start positions "
+            f"drawn from {self.start_positions!r}; the last: {board.fen()!r}, reply {board.san(reply)} ({reply.uci()}), "
+            f"{_termination(outcome)}"
+        )
+
+    def _draw_start(self) -> str:
+        return self.start_positions.sample(self.np_random, 1)[0]
 
     def _end_reset(self, score: chess.engine.PovScore | None) -> None:
         """Take the start position's value from its engine score (None when none was needed)."""
@@ -330,9 +375,15 @@ class ChessEnv(gym.Env):
             self._mask, self._mask_key = legal_action_mask(self.board), key
         return self._mask.copy()
 
-    def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The observation and info of the current position: everything of a step but the engine's part."""
-        return self._observation(), self._info()
+    def _observe(self, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        """The observation and info of the current position: everything of a step but the engine's part.
+
+        ``reset``: the info is a reset's, which also says how many starts were discarded before this one.
+        """
+        info = self._info()
+        if reset:
+            info["resampled_starts"] = self._opening.resampled
+        return self._observation(), info
 
     def _observation(self) -> np.ndarray:
         return observation(self.board, self.history)
@@ -340,7 +391,7 @@ class ChessEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         return {
             "outcome": self._outcome,
-            "termination": self._outcome.termination.name.lower() if self._outcome else None,
+            "termination": _termination(self._outcome) if self._outcome else None,
             "illegal_action": False,
             "fen": self.board.fen(),
             "ply": self.ply,
@@ -385,6 +436,11 @@ class ChessEnv(gym.Env):
         state["_engine"] = None
         state["_owns_engine"] = True
         return state
+
+
+def _termination(outcome: chess.Outcome) -> str:
+    """How ``outcome`` ended the game, as in ``info["termination"]``: ``"checkmate"``, ``"stalemate"``..."""
+    return outcome.termination.name.lower()
 
 
 def _first(pending: Future | None) -> chess.engine.PovScore | None:

@@ -38,7 +38,9 @@ class ChessVectorEnv(VectorEnv):
       from position ``i // G``, so each group of ``G`` consecutive games shares its start (GRPO).
       When the opponent has the move there, the group's first game asks it for the opening reply
       and the others replay that move: the whole group begins from one position, with the same
-      move stack, ``ply``, observation, mask and shaping value (one opponent call per group);
+      move stack, ``ply``, observation, mask and shaping value (one opponent call per group). A
+      start that the reply ends is redrawn by the first game (:meth:`ChessEnv.reset`, counted in
+      :attr:`resampled_starts`), and the group still shares the replacement;
     * ``{"fen": f}``: every game from ``f``;
     * ``{"reset_mask": mask}`` (Gymnasium's partial reset, bool ``(num_envs,)``), alone or with
       ``"fen"``: only the masked games restart.
@@ -63,8 +65,9 @@ class ChessVectorEnv(VectorEnv):
 
     **Infos** are Gymnasium vector infos: a dict of arrays with a boolean ``"_key"`` array saying
     which games carry the key: ``action_mask`` (always), ``ply``, ``fen``, ``outcome``,
-    ``termination``, ``illegal_action``, and ``value_before`` / ``value_after`` (the mover's shaping
-    values) for games that moved this step with shaping on.
+    ``termination``, ``illegal_action``, ``resampled_starts`` for games that (re)started (see
+    :meth:`ChessEnv.reset`), and ``value_before`` / ``value_after`` (the mover's shaping values)
+    for games that moved this step with shaping on.
 
     Args:
         num_envs: number of games.
@@ -152,6 +155,15 @@ class ChessVectorEnv(VectorEnv):
     def boards(self) -> list[chess.Board]:
         """The games' boards (live objects: copy before modifying)."""
         return [env.board for env in self.envs]
+
+    @property
+    def resampled_starts(self) -> int:
+        """Start positions discarded because the opponent's opening reply ended the game, over all resets.
+
+        A group's discards are counted once (its first game draws the replacements). Each reset's own
+        count is in its infos, as ``resampled_starts`` (the same for every game of a group).
+        """
+        return sum(env.resampled_starts for env in self.envs)
 
     @property
     def start_positions(self) -> Any:
@@ -244,7 +256,7 @@ class ChessVectorEnv(VectorEnv):
             else:
                 boards.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
         pending = self._submit([board for board in boards if board is not None])
-        infos = [self._observe(i)[1] for i in indices]  # while the engines search
+        infos = [self._observe(i, reset=True)[1] for i in indices]  # while the engines search
         scores = iter(_scores(pending))
         for i, board in zip(indices, boards):
             self.envs[i]._end_reset(next(scores) if board is not None else None)
@@ -356,7 +368,7 @@ class ChessVectorEnv(VectorEnv):
                 owners.append(i)
         pending = self._submit(boards)
         # Everything that does not depend on a score, while the engines search.
-        views = {i: self._observe(i) for i in range(self.num_envs) if kind[i] != "pad"}  # (obs, info)
+        views = {i: self._observe(i, kind[i] == "reset") for i in range(self.num_envs) if kind[i] != "pad"}
         scores = dict(zip(owners, _scores(pending)))
 
         infos: dict[str, Any] = {}
@@ -407,9 +419,9 @@ class ChessVectorEnv(VectorEnv):
         self._terminated[i], self._truncated[i] = terminated[i], truncated[i]
         self._needs_reset[i] = terminated[i] or truncated[i]
 
-    def _observe(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
-        """Game ``i``'s observation and info, its observation and mask copied into the stacked arrays."""
-        obs, info = self.envs[i]._observe()
+    def _observe(self, i: int, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        """Game ``i``'s observation and info (a reset's if ``reset``), copied into the stacked arrays."""
+        obs, info = self.envs[i]._observe(reset)
         self._obs[i] = obs
         self._masks[i] = info["action_mask"]
         return obs, info

@@ -13,6 +13,7 @@ from chess_env.engine import StockfishPool
 
 MATE_IN_ONE = "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"  # Ra8#
 QUIET = "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"
+REPLY_ENDS_IT = "7k/8/8/8/8/8/1q6/K7 w - - 0 1"  # White's only move Kxb2 leaves two bare kings
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +187,31 @@ def test_group_reset_in_self_play_starts_from_the_drawn_positions():
     drawn = venv.start_positions.sample(seeding.np_random(5)[0], 3)
     assert [env.board.fen() for env in venv.envs] == [fen for fen in drawn for _ in range(2)]
     assert all(env.ply == 0 and not env.board.move_stack for env in venv.envs)
-    assert infos["ply"].tolist() == [0] * 6
+    assert infos["ply"].tolist() == [0] * 6 and infos["resampled_starts"].tolist() == [0] * 6
     venv.close()
+
+
+def test_group_reset_resamples_a_start_the_opening_reply_ends():
+    positions = [REPLY_ENDS_IT, chess.STARTING_FEN, "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"]
+    venv = ChessVectorEnv(8, shaping=False, opponent="random", agent_color="black", start_positions=positions)
+    reported = 0
+    for seed in range(6):
+        obs, infos = venv.reset(seed=seed, options={"groups": 4, "group_size": 2})
+        assert_groups_start_alike(venv, obs, infos, 4, 2)
+        assert REPLY_ENDS_IT not in [env.board.root().fen() for env in venv.envs]
+        counts = infos["resampled_starts"]
+        assert (counts[::2] == counts[1::2]).all()  # a group reports its start's discards on every game
+        reported += int(counts[::2].sum())
+    # Each group's first game drew the replacements: the vector count holds each discard once.
+    assert reported > 0 and venv.resampled_starts == reported
+    assert sum(env.resampled_starts for env in venv.envs[1::2]) == 0
+    with pytest.raises(ValueError, match=r"Kxb2 \(a1b2\).*7k/8/8/8/8/8/1q6/K7 w - - 0 1"):
+        venv.reset(options={"fen": REPLY_ENDS_IT})
+    only_bad = ChessVectorEnv(4, shaping=False, opponent="random", agent_color="black", start_positions=[REPLY_ENDS_IT])
+    with pytest.raises(ValueError, match=r"every one of the \d+ start positions drawn.*Kxb2"):
+        only_bad.reset(seed=0, options={"groups": 2, "group_size": 2})
+    venv.close()
+    only_bad.close()
 
 
 def test_disabled_autoreset_pads_finished_games_until_reset(pool):
