@@ -77,7 +77,7 @@ def test_cli_runs_the_benchmarks_of_the_checkout_as_modules(tmp_path, capfd):
     command, env = benchmark_command("compare_ppo", ["--preset", "ci", "--seeds", "3"])
     assert command[1:] == ["-m", "benchmarks.compare_ppo", "--preset", "ci", "--seeds", "3"]
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(SOURCE_ROOT)
-    assert all((SOURCE_ROOT / "benchmarks" / f"{module}.py").is_file() for module in BENCHMARKS.values())
+    assert all((SOURCE_ROOT / "benchmarks" / f"{module}.py").is_file() for module, _ in BENCHMARKS.values())
     # Every argument after the name is the benchmark's own, --help included; its exit status is the command's.
     assert build_parser().parse_args(["bench", "compare", "--help"]).benchmark_args == ["--help"]
     assert main(["sweep", "--preset", "nope"]) == 2

@@ -227,8 +227,8 @@ class StockfishPool:
         The cache lookups, the validation and the deduplication happen here, in the caller's thread;
         the searches run on the pool's threads while the caller goes on with other work. All that the
         searches need is read from the boards here, so the caller may use and change them at once.
-        Batches submitted
-        before an earlier one is done queue behind it (and do not see its results in the cache).
+        Batches submitted before an earlier one is done queue behind it (and do not see its results
+        in the cache).
 
         Raises:
             ValueError: as :meth:`evaluate`, at once.
@@ -264,6 +264,8 @@ class StockfishPool:
         Raises:
             ValueError: as :meth:`evaluate`, at once.
             RuntimeError: the pool is closed.
+
+        The future raises :class:`EnginePoolError` as :meth:`evaluate_moves` does.
         """
         return self._submit(boards, limit, moves=True).future
 

@@ -16,20 +16,14 @@ from pathlib import Path
 
 from grpo_agent.cli.config import ConfigError
 
-#: ``grpo-chess bench NAME`` -> module of ``benchmarks/``
+#: ``grpo-chess bench NAME`` -> (module of ``benchmarks/``, what it measures)
 BENCHMARKS = {
-    "compare": "compare_ppo",
-    "throughput": "env_throughput",
-    "engine": "engine_fastpath",
-    "multipv": "engine_multipv",
+    "compare": ("compare_ppo", "GRPO vs MaskablePPO: same env, network and ply budget"),
+    "throughput": ("env_throughput", "env plies/s with and without Stockfish shaping"),
+    "engine": ("engine_fastpath", "the Stockfish pool: reset cost, raw pipe vs python-chess, scaling"),
+    "multipv": ("engine_multipv", "scoring every legal move: one MultiPV search vs one search per child"),
 }
 SWEEP = "ablation"
-_HELP = {
-    "compare": "GRPO vs MaskablePPO: same env, network and ply budget",
-    "throughput": "env plies/s with and without Stockfish shaping",
-    "engine": "the Stockfish pool: reset cost, raw pipe vs python-chess, scaling",
-    "multipv": "scoring every legal move: one MultiPV search vs one search per child",
-}
 # The checkout's root: grpo_agent/cli/bench.py -> grpo_agent/cli -> grpo_agent -> root.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,24 +45,24 @@ def benchmark_command(module: str, argv: list[str], root: Path = SOURCE_ROOT) ->
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    """Run the benchmark ``args`` name; its exit status is the command's."""
-    module = SWEEP if args.command == "sweep" else BENCHMARKS[args.benchmark]
+    """Run the benchmark that ``args`` names (``bench NAME`` or ``sweep``); its exit status is the command's."""
+    module = SWEEP if args.command == "sweep" else BENCHMARKS[args.benchmark][0]
     command, env = benchmark_command(module, args.benchmark_args)
     return subprocess.run(command, env=env).returncode
-
-
-def _forwarding(parser: argparse.ArgumentParser) -> None:
-    # No option of its own, not even -h: everything after the name belongs to the benchmark's parser.
-    parser.add_argument("benchmark_args", nargs=argparse.REMAINDER, metavar="ARGS")
-    parser.set_defaults(func=run_benchmark)
 
 
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``bench NAME ...`` and ``sweep ...`` to the ``grpo-chess`` subcommands ``sub``."""
     bench = sub.add_parser("bench", help="benchmarks of a source checkout (benchmarks/)")
     names = bench.add_subparsers(dest="benchmark", required=True, metavar="NAME")
-    for name, module in BENCHMARKS.items():
-        _forwarding(names.add_parser(name, help=f"{_HELP[name]} (benchmarks/{module}.py)", add_help=False,
-                                     prefix_chars="\0"))
-    _forwarding(sub.add_parser("sweep", help=f"GRPO ablation grid: lr x ent_coef x advantage scaling "
-                               f"(benchmarks/{SWEEP}.py)", add_help=False, prefix_chars="\0"))
+    for name, (module, measures) in BENCHMARKS.items():
+        _add_forwarding(names, name, f"{measures} (benchmarks/{module}.py)")
+    _add_forwarding(sub, "sweep", f"GRPO ablation grid: lr x ent_coef x advantage scaling (benchmarks/{SWEEP}.py)")
+
+
+def _add_forwarding(sub: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    # No option of its own, not even -h (no prefix character can start one): every argument after the
+    # name belongs to the benchmark's parser.
+    parser = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+    parser.add_argument("benchmark_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    parser.set_defaults(func=run_benchmark)
