@@ -31,14 +31,15 @@ ENV = {"start_positions": "builtin", "reward_transform": "winprob", "max_plies":
 #: method -> (env overrides, algorithm, constructor kwargs)
 METHODS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     # Move groups: 8 sampled candidates per position, valued at depth 4 (one MultiPV search per position).
+    # lr 1e-3 over 3e-4: regret on the training positions it played 0.285 vs 0.342 after 2 minutes (seed 0).
     "moves": ({"reward_depth": 4}, "grpo", dict(
-        group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=3e-4,
+        group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
         advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
     "moves_all": ({"reward_depth": 4}, "grpo", dict(
-        group_mode="moves", group_size="all", horizon=8, n_epochs=1, batch_size=256, learning_rate=3e-4,
+        group_mode="moves", group_size="all", horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
         advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
     "moves_d1": ({"reward_depth": 1}, "grpo", dict(
-        group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=3e-4,
+        group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
         advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
     # Today's trajectory-group default recipe (configs/default.yaml before move groups).
     "games": ({"reward_depth": 1}, "grpo", dict(

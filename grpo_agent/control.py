@@ -244,7 +244,44 @@ class Guardrails:
         max_rollbacks: int = 3,
         max_nonfinite: int = 3,
     ) -> Guardrails:
-        """The guardrails GRPO's keyword arguments describe (see :class:`~grpo_agent.grpo.GRPO` for each).
+        """The guardrails GRPO's keyword arguments of the same names describe.
+
+        :param ent_coef: GRPO's ``ent_coef`` (the entropy controller's starting value)
+        :param kl_coef: GRPO's ``kl_coef`` (the adaptive KL controller's starting value)
+        :param kl_target: ``None`` (default) keeps ``kl_coef`` as given; a KL in nats makes ``kl_coef`` adaptive:
+            after each update the proportional controller of Ziegler et al.
+            (:class:`~grpo_agent.control.AdaptiveKLController`) moves it toward holding ``train/kl_ref`` at this value
+        :param kl_horizon: the controller's horizon in trained plies (default 10_000): a sustained 20% KL error
+            changes ``kl_coef`` by a factor ``1 + 0.2 * plies / kl_horizon`` per update
+        :param kl_coef_bounds: ``(min, max)`` of the adaptive ``kl_coef`` (default ``(1e-4, 10.0)``)
+        :param target_entropy: ``None`` (default) keeps ``ent_coef`` as given; a fraction in ``(0, 1)`` of the
+            maximum entropy ``log(#legal)`` makes ``ent_coef`` adaptive
+            (:class:`~grpo_agent.control.TargetEntropyController` on ``rollout/entropy_norm``)
+        :param target_entropy_lr: the entropy controller's step in log space per unit of error (default 1.0)
+        :param ent_coef_bounds: ``(min, max)`` of the adaptive ``ent_coef`` (default ``(1e-4, 1.0)``)
+        :param entropy_floor: ``None`` (default: no guard) or a normalized entropy in ``(0, 1)``: when
+            ``rollout/entropy_norm`` (the sampling policy's entropy over log #legal at the configured
+            ``temperature``, boost excluded, so a temperature boost cannot fake a recovery) stays below it for
+            ``guard_patience`` consecutive rollouts, ``on_collapse`` fires
+        :param agreement_ceiling: ``None`` (default: no guard) or an agreement in ``(0, 1]``: the same guard on
+            ``rollout/action_agreement_mean`` staying above it (e.g. 0.95: the group plays one line)
+        :param guard_patience: consecutive bad rollouts before a guard fires (default 5)
+        :param on_collapse: what a firing guard does (default ``"warn"``): ``"warn"`` prints and logs;
+            ``"boost"`` multiplies the entropy pressure by ``boost_factor`` (decaying back by ``boost_decay`` per
+            healthy rollout); ``"stop"`` saves ``guard_stop_<timesteps>.zip`` and ends ``learn()``; ``"rollback"``
+            restores the last healthy policy, optimizer, reference and controllers, skips the update of the
+            collapsed rollout and multiplies the learning rate by ``rollback_lr_factor`` (a stop after
+            ``max_rollbacks``, or when no healthy point exists yet)
+        :param boost_factor: boost multiplier per firing (default 2.0)
+        :param max_boost: cap of the ``ent_coef`` multiplier (default 10.0)
+        :param boost_decay: share of ``boost - 1`` kept per healthy rollout (default 0.9)
+        :param boost_targets: what a boost multiplies: ``("ent_coef",)`` (default), ``("temperature",)`` or both
+        :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
+        :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
+        :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
+        :param rollback_margin: a rollback snapshot is kept only from rollouts healthy by at least this much (in
+            the watched metric's units; default 0.15), so a rollback does not land on a policy about to collapse
+        :param max_nonfinite: consecutive non-finite minibatches that stop the run (default 3)
 
         Raises:
             ValueError: a value out of range, named with the option.

@@ -15,7 +15,6 @@ group-rollout protocol.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from chess_env import ChessVectorEnv
 from grpo_agent.advantages import AdvantageConfig
-from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples, MoveGroupBuffer
+from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
-from grpo_agent.diagnostics import drift_statistics, normalized_entropy
 from grpo_agent.guards import NonFiniteAction
-from grpo_agent.loss import KL_ESTIMATORS, grpo_loss, kl_to_reference
+from grpo_agent.loss import KL_ESTIMATORS, minibatch_loss, reference_kl
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
 from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
 
@@ -116,39 +114,12 @@ class GRPO(BaseAlgorithm):
         ``1.5 * target_kl`` (``None`` = no limit); plies sampled with Dirichlet noise are not judged (their ratio
         is ``pi / mixture``, not 1, before any step). An update that made no optimizer step at all is counted in
         ``train/skipped_updates`` and printed. Not the adaptive KL controller (``kl_target``)
-    :param kl_target: ``None`` (default) keeps ``kl_coef`` as given; a KL in nats makes ``kl_coef`` adaptive:
-        after each update the proportional controller of Ziegler et al.
-        (:class:`~grpo_agent.control.AdaptiveKLController`) moves it toward holding ``train/kl_ref`` at this value
-    :param kl_horizon: the controller's horizon in trained plies (default 10_000): a sustained 20% KL error
-        changes ``kl_coef`` by a factor ``1 + 0.2 * plies / kl_horizon`` per update
-    :param kl_coef_bounds: ``(min, max)`` of the adaptive ``kl_coef`` (default ``(1e-4, 10.0)``)
-    :param target_entropy: ``None`` (default) keeps ``ent_coef`` as given; a fraction in ``(0, 1)`` of the
-        maximum entropy ``log(#legal)`` makes ``ent_coef`` adaptive
-        (:class:`~grpo_agent.control.TargetEntropyController` on ``rollout/entropy_norm``)
-    :param target_entropy_lr: the entropy controller's step in log space per unit of error (default 1.0)
-    :param ent_coef_bounds: ``(min, max)`` of the adaptive ``ent_coef`` (default ``(1e-4, 1.0)``)
-    :param entropy_floor: ``None`` (default: no guard) or a normalized entropy in ``(0, 1)``: when
-        ``rollout/entropy_norm`` (the sampling policy's entropy over log #legal at the configured
-        ``temperature``, boost excluded, so a temperature boost cannot fake a recovery) stays below it for
-        ``guard_patience`` consecutive rollouts, ``on_collapse`` fires
-    :param agreement_ceiling: ``None`` (default: no guard) or an agreement in ``(0, 1]``: the same guard on
-        ``rollout/action_agreement_mean`` staying above it (e.g. 0.95: the group plays one line)
-    :param guard_patience: consecutive bad rollouts before a guard fires (default 5)
-    :param on_collapse: what a firing guard does (default ``"warn"``): ``"warn"`` prints and logs;
-        ``"boost"`` multiplies the entropy pressure by ``boost_factor`` (decaying back by ``boost_decay`` per
-        healthy rollout); ``"stop"`` saves ``guard_stop_<timesteps>.zip`` and ends ``learn()``; ``"rollback"``
-        restores the last healthy policy, optimizer, reference and controllers, skips the update of the
-        collapsed rollout and multiplies the learning rate by ``rollback_lr_factor`` (a stop after
-        ``max_rollbacks``, or when no healthy point exists yet)
-    :param boost_factor: boost multiplier per firing (default 2.0)
-    :param max_boost: cap of the ``ent_coef`` multiplier (default 10.0)
-    :param boost_decay: share of ``boost - 1`` kept per healthy rollout (default 0.9)
-    :param boost_targets: what a boost multiplies: ``("ent_coef",)`` (default), ``("temperature",)`` or both
-    :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
-    :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
-    :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
-    :param rollback_margin: a rollback snapshot is kept only from rollouts healthy by at least this much (in
-        the watched metric's units; default 0.15), so a rollback does not land on a policy about to collapse
+    :param kl_target: (and ``kl_horizon``, ``kl_coef_bounds``, ``target_entropy``, ``target_entropy_lr``,
+        ``ent_coef_bounds``, ``entropy_floor``, ``agreement_ceiling``, ``guard_patience``, ``on_collapse``,
+        ``boost_factor``, ``max_boost``, ``boost_decay``, ``boost_targets``, ``max_temperature_boost``,
+        ``rollback_lr_factor``, ``max_rollbacks``, ``rollback_margin``) the guardrails: the adaptive KL and
+        target-entropy controllers and the collapse guards (warn / boost / stop / rollback), each documented
+        with its default in :meth:`grpo_agent.control.Guardrails.from_options`
     :param guard_save_dir: folder of the ``guard_stop_<timesteps>.zip`` checkpoints (default ``None``: the
         logger's folder, which is the run folder under ``grpo-chess train``)
     :param drop_zero_std_groups: dynamic sampling (default False): groups whose trained plies would all get
@@ -158,8 +129,8 @@ class GRPO(BaseAlgorithm):
     :param zero_std_tol: spread (reward units, peak to peak) at or below which a group has no spread (default
         1e-6); also used by ``rollout/frac_reward_zero_std``
     :param dirichlet_alpha: concentration of the first-ply Dirichlet noise (default 0.3, AlphaZero's for chess)
-    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply is
-        sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
+    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply (every
+        position's candidates, with move groups) is sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
         log-probability is that of this mixture, so the update's importance ratio ``pi / mixture`` corrects for
         the noise (those plies are left out of ``train/ratio_dev_first_batch``, whose 0 checks the others)
     :param max_nonfinite: a minibatch with a non-finite loss or gradient norm is skipped (no optimizer step);
@@ -260,8 +231,6 @@ class GRPO(BaseAlgorithm):
         )
         if isinstance(env, str):
             import gymnasium as gym
-
-            import chess_env  # noqa: F401  (registers GRPOChess-v0)
 
             env = gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {}))
 
@@ -428,7 +397,9 @@ class GRPO(BaseAlgorithm):
         self._fresh_obs = self._last_obs if self._last_obs is not last_obs else None  # type: ignore[assignment]
         return result
 
-    def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer) -> bool:
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer | MoveGroupBuffer
+    ) -> bool:
         """Have the collector play and finish one rollout into ``rollout_buffer``; log its ``rollout/`` metrics.
 
         The policy samples at the configured ``temperature`` times the guards' boosts; ``callback.on_step()`` is
@@ -487,47 +458,6 @@ class GRPO(BaseAlgorithm):
         """Whether the loss reads the reference: a KL penalty, or a controller that adapts one."""
         return kl_coef > 0 or self.guardrails.kl_controller is not None
 
-    def _minibatch_loss(
-        self, data: GroupRolloutBufferSamples, coefs: dict[str, float], with_reference: bool
-    ) -> tuple[th.Tensor, dict[str, float]]:
-        """The loss of one minibatch from one forward pass of the policy, and its statistics.
-
-        The drift statistics (``approx_kl``, clip fractions, ESS, ``ratio_dev``) judge only the plies whose
-        stored log-probability is the policy's own, not those sampled from the Dirichlet mixture.
-        """
-        temperature = self._rollout_temperature
-        actions = data.actions.long().reshape(len(data.actions), -1)
-        dist = self.policy.get_distribution(data.observations, data.action_masks, temperature)
-        log_p = dist.distribution.logits
-        log_prob = log_p.gather(1, actions)
-        old_log_prob, advantages, weights = (x.reshape(actions.shape) for x in (data.old_log_prob, data.advantages, data.weights))
-        entropy = dist.entropy()
-        if with_reference:
-            with th.no_grad():
-                ref_log_p = self.ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-            kl = kl_to_reference(self.kl_estimator, log_p, ref_log_p, actions, weights)
-        else:
-            kl = th.zeros_like(entropy)
-        loss, stats = grpo_loss(
-            log_prob, old_log_prob, advantages, weights, entropy, kl,
-            coefs["clip_range"], coefs["clip_range_high"], coefs["ent_coef"], coefs["kl_coef"],
-        )
-        if not with_reference:
-            del stats["kl_ref"]
-        judged = (weights > 0) & ~data.noisy.reshape(len(actions), -1).expand_as(weights)
-        stats.update(drift_statistics(log_prob - old_log_prob, advantages, coefs["clip_range"], coefs["clip_range_high"], judged))
-        stats["entropy_norm"] = normalized_entropy(entropy, data.action_masks.sum(dim=1))
-        return loss, stats
-
-    @th.no_grad()
-    def _reference_kl_estimate(self, data: GroupRolloutBufferSamples) -> float:
-        """``train/kl_ref`` on one minibatch when the loss does not read the reference (a collapse signal)."""
-        temperature = self._rollout_temperature
-        log_p = self.policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-        ref_log_p = self.ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-        actions = data.actions.long().reshape(len(data.actions), -1)
-        return float(kl_to_reference(self.kl_estimator, log_p, ref_log_p, actions, th.ones_like(actions, dtype=log_p.dtype)).mean())
-
     def _optimizer_step(self, loss: th.Tensor, stats: dict[str, float]) -> NonFiniteAction:
         """Back-propagate and step, unless the loss or the gradient norm is not finite (then drop the gradient)."""
         nonfinite = self.guardrails.nonfinite
@@ -571,13 +501,15 @@ class GRPO(BaseAlgorithm):
         for epoch in range(self.n_epochs):
             stop = False
             for data in self.rollout_buffer.get(self.batch_size):
-                loss, stats = self._minibatch_loss(data, coefs, with_reference)
+                loss, stats = minibatch_loss(self.policy, self.ref_policy if with_reference else None, data,
+                                             self._rollout_temperature, coefs, self.kl_estimator)
                 if first is None:
                     # Straight after the rollout the policy is the sampling policy: any deviation here is a
                     # log-probability mismatch (temperature, masking, train/eval mode), not learning.
                     first = {"ratio_dev_first_batch": stats["ratio_dev"]}
                     if not with_reference:
-                        first["kl_ref"] = self._reference_kl_estimate(data)
+                        first["kl_ref"] = reference_kl(self.policy, self.ref_policy, data, self._rollout_temperature,
+                                                       self.kl_estimator)
                 if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
                     why_skipped = f"target_kl: approx_kl {stats['approx_kl']:.4f} > 1.5 * {self.target_kl} at epoch {epoch}"
                     if self.verbose >= 1:

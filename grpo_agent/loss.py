@@ -1,13 +1,19 @@
 """The GRPO objective: the clipped surrogate over sampled moves, the KL to a reference, the entropy bonus.
 
-Pure functions of tensors, so the update math reads in one place; :meth:`grpo_agent.grpo.GRPO.train` feeds them.
+:func:`grpo_loss` and :func:`kl_to_reference` are pure functions of tensors, so the update math reads in one
+place; :func:`minibatch_loss` runs the forward passes of one minibatch and feeds them
+(:meth:`grpo_agent.grpo.GRPO.train` steps the optimizer on its result).
 """
 
 from __future__ import annotations
 
 import torch as th
 
-__all__ = ["KL_ESTIMATORS", "grpo_loss", "kl_to_reference"]
+from grpo_agent.buffers import GroupRolloutBufferSamples
+from grpo_agent.diagnostics import drift_statistics, normalized_entropy
+from grpo_agent.policies import GRPOPolicy
+
+__all__ = ["KL_ESTIMATORS", "grpo_loss", "kl_to_reference", "minibatch_loss", "reference_kl"]
 
 KL_ESTIMATORS = ("exact", "k3")
 
@@ -77,3 +83,57 @@ def grpo_loss(
     loss = policy_loss + kl_coef * kl_mean - ent_coef * entropy_mean
     stats = {"policy_loss": policy_loss.item(), "kl_ref": kl_mean.item(), "entropy": entropy_mean.item()}
     return loss, stats
+
+
+def minibatch_loss(
+    policy: GRPOPolicy,
+    ref_policy: GRPOPolicy | None,
+    data: GroupRolloutBufferSamples,
+    temperature: float,
+    coefs: dict[str, float],
+    kl_estimator: str = "exact",
+) -> tuple[th.Tensor, dict[str, float]]:
+    """The loss of one minibatch from one forward pass of the policy (and one of the reference, when given), and
+    its statistics.
+
+    The samples' action-shaped fields may be ``(n,)`` (one ply per sample) or ``(n, K)`` (``K`` candidates of one
+    position); every candidate's log-probability comes from the position's one masked softmax. The drift
+    statistics (``approx_kl``, clip fractions, ESS, ``ratio_dev``) judge only the samples whose stored
+    log-probability is the policy's own, not those drawn from the Dirichlet mixture.
+
+    :param ref_policy: the KL reference, or None when the loss does not read it (no ``kl_ref`` in the stats)
+    :param temperature: the rollout's temperature (the stored log-probabilities were taken at it)
+    :param coefs: ``clip_range``, ``clip_range_high``, ``ent_coef`` and ``kl_coef``
+    """
+    actions = data.actions.long().reshape(len(data.actions), -1)
+    dist = policy.get_distribution(data.observations, data.action_masks, temperature)
+    log_p = dist.distribution.logits
+    log_prob = log_p.gather(1, actions)
+    old_log_prob, advantages, weights = (x.reshape(actions.shape) for x in (data.old_log_prob, data.advantages, data.weights))
+    entropy = dist.entropy()
+    kl = th.zeros_like(entropy)
+    if ref_policy is not None:
+        with th.no_grad():
+            ref_log_p = ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
+        kl = kl_to_reference(kl_estimator, log_p, ref_log_p, actions, weights)
+    loss, stats = grpo_loss(
+        log_prob, old_log_prob, advantages, weights, entropy, kl,
+        coefs["clip_range"], coefs["clip_range_high"], coefs["ent_coef"], coefs["kl_coef"],
+    )
+    if ref_policy is None:
+        del stats["kl_ref"]
+    judged = (weights > 0) & ~data.noisy.reshape(len(actions), -1).expand_as(weights)
+    stats.update(drift_statistics(log_prob - old_log_prob, advantages, coefs["clip_range"], coefs["clip_range_high"], judged))
+    stats["entropy_norm"] = normalized_entropy(entropy, data.action_masks.sum(dim=1))
+    return loss, stats
+
+
+@th.no_grad()
+def reference_kl(
+    policy: GRPOPolicy, ref_policy: GRPOPolicy, data: GroupRolloutBufferSamples, temperature: float, kl_estimator: str
+) -> float:
+    """``train/kl_ref`` on one minibatch, for updates whose loss does not read the reference (a collapse signal)."""
+    log_p = policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
+    ref_log_p = ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
+    actions = data.actions.long().reshape(len(data.actions), -1)
+    return float(kl_to_reference(kl_estimator, log_p, ref_log_p, actions, th.ones_like(actions, dtype=log_p.dtype)).mean())

@@ -15,7 +15,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
-import grpo_agent.grpo as grpo_module
+import grpo_agent.loss as loss_module
 from chess_env import ChessVectorEnv
 from grpo_agent import GRPO
 from grpo_agent.advantages import group_advantages
@@ -348,13 +348,13 @@ def test_dirichlet_noise_stores_the_log_prob_of_the_mixture(tmp_path):
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, capsys, monkeypatch):
-    real_loss = grpo_module.grpo_loss
+    real_loss = loss_module.grpo_loss
 
     def poisoned(*args, **kwargs):
         loss, stats = real_loss(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(grpo_module, "grpo_loss", poisoned)
+    monkeypatch.setattr(loss_module, "grpo_loss", poisoned)
     model = make_model(tmp_path, max_nonfinite=2)
     before = params(model)
     rec = Recorder()
