@@ -1,0 +1,396 @@
+"""A Stockfish-distilled starting policy for GRPO: label positions with a score for every legal move
+(:mod:`grpo_agent.pretrain_data`), then train the GRPO policy network on them by cross-entropy over the legal
+moves, and warm-start GRPO (policy and KL reference) from the result.
+
+**Targets** ``q`` over the legal moves of a position, from the engine's values ``v`` in ``[-1, 1]`` (mover's
+view) and mate distances: ``"best"`` is one-hot on the engine's best move; ``"soft"`` is
+``softmax(v / label_temperature)``, except that a position with a forced mate puts all the mass on its
+shortest mates (``score_value`` maps every mate to 1, and a spread over mates of different lengths would
+teach the policy to dawdle and miss mate-in-one puzzles).
+
+**Loss** of a position: ``-sum_a q(a) log pi(a | s)`` with ``pi`` the policy's own masked distribution at
+temperature 1 (:meth:`~grpo_agent.policies.GRPOPolicy.get_distribution`, the distribution GRPO samples
+from), averaged over minibatches; AdamW, a cosine (or constant) learning rate, gradient-norm clipping.
+
+**Held out**: whole walks, ``heldout_frac`` of the positions, so neighbouring positions of one walk never
+straddle the split. The held-out loss is measured ``evals_per_epoch`` times an epoch; training stops after
+``patience`` measurements without improvement and the best parameters are kept. ``heldout_top1`` is the
+share of held-out positions whose most likely legal move has the best move's rank (ties count).
+
+Files in the run folder: ``pretrain_dataset.npz`` (reused when its settings key matches, rebuilt otherwise),
+``progress_pretrain.csv`` (SB3 logger: ``pretrain/loss``, ``pretrain/heldout_loss``,
+``pretrain/heldout_top1``, ...), ``pretrain_summary.json`` and ``pretrained.zip`` (a
+:class:`~grpo_agent.grpo.GRPO` model: ``GRPO.load`` and ``grpo-chess eval`` read it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chess
+import numpy as np
+import torch as th
+from stable_baselines3.common.logger import Logger, make_output_format
+
+from chess_env.encoding import N_ACTIONS, observation
+from grpo_agent.grpo import GRPO
+from grpo_agent.policies import GRPOPolicy
+from grpo_agent.pretrain_data import DATASET_FILE, LabelledPositions, Progress, build_dataset
+
+__all__ = [
+    "DATASET_FILE",
+    "MODEL_FILE",
+    "LabelledPositions",
+    "PretrainConfig",
+    "build_dataset",
+    "fit",
+    "move_targets",
+    "pretrain",
+    "pretrain_loss",
+    "run_pretrain",
+    "warm_start",
+]
+
+TARGETS = ("best", "soft")
+LR_SCHEDULES = ("cosine", "constant")
+MODEL_FILE = "pretrained.zip"
+LOG_SUFFIX = "_pretrain"
+SUMMARY_FILE = "pretrain_summary.json"
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of :func:`pretrain`. The fields marked (data) define the labelled dataset (its settings key);
+    the others only the training, so changing them reuses the dataset.
+
+    :param positions: (data) start-position spec(s) for :func:`~chess_env.positions.load_positions`
+    :param n_positions: (data) labelled positions to keep
+    :param walk_plies: (data) plies walked from each start; every position on the walk is labelled
+    :param walk_random: (data) probability that a walk's move is uniformly random (a likely blunder)
+    :param walk_temperature: (data) temperature, in value units, of the engine-guided walk moves
+    :param depth: (data) Stockfish depth of the MultiPV search labelling a position
+    :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
+    :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
+    :param label_temperature: temperature of the soft targets, in value units (winprob: 0.1 is ~50 cp near 0)
+    :param heldout_frac: share of the positions (whole walks) held out for the held-out metrics
+    :param epochs: passes over the training positions at most
+    :param batch_size: positions per minibatch
+    :param lr: peak AdamW learning rate
+    :param weight_decay: AdamW weight decay
+    :param lr_schedule: ``"cosine"`` (to 0 over ``epochs``) or ``"constant"``
+    :param max_grad_norm: gradient-norm clip
+    :param evals_per_epoch: held-out measurements (and log rows) per epoch
+    :param patience: measurements without a better held-out loss before training stops
+    :param engine_processes: Stockfish processes labelling (``None``: one per core)
+    :param device: torch device of the network
+    """
+
+    positions: str | list[str] = "builtin"
+    n_positions: int = 30_000
+    walk_plies: int = 8
+    walk_random: float = 0.2
+    walk_temperature: float = 0.1
+    depth: int = 4
+    seed: int = 0
+    targets: str = "soft"
+    label_temperature: float = 0.05
+    heldout_frac: float = 0.05
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+    evals_per_epoch: int = 2
+    patience: int = 3
+    engine_processes: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.positions, (list, tuple)):
+            self.positions = [str(p) for p in self.positions]
+            if not self.positions:
+                raise ValueError("positions must name at least one position set, got []")
+        elif not isinstance(self.positions, (str, os.PathLike)):
+            raise ValueError(f"positions must be a load_positions spec or a list of them, got {self.positions!r}")
+        for name in ("n_positions", "depth", "epochs", "batch_size", "evals_per_epoch", "patience"):
+            _integer(name, getattr(self, name), 1)
+        for name in ("walk_plies", "seed"):
+            _integer(name, getattr(self, name), 0)
+        if self.engine_processes is not None:
+            _integer("engine_processes", self.engine_processes, 1)
+        for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm"):
+            _number(name, getattr(self, name), lambda v: v > 0, "> 0")
+        _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
+        _number("walk_random", self.walk_random, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
+        for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+def _integer(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _number(name: str, value: Any, valid: Callable[[float], bool], text: str) -> None:
+    # bool is an int to Python, and a YAML "1e-3" (no dot) arrives as a string: both are named, not compared.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+        raise ValueError(f"{name} must be a number {text}, got {value!r}")
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+def move_targets(data: LabelledPositions, kind: str, temperature: float) -> np.ndarray:
+    """Per move (CSR order): the target probability ``q`` of ``kind`` (see the module docstring); it sums to 1
+    over each position's legal moves."""
+    if kind not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {kind!r}")
+    if kind == "best":
+        return data.best().astype(np.float32)
+    winning = data.row_max(data.mates) > 0
+    # Forced mate: the shortest mates share the mass (logit 0, the rest -inf); otherwise softmax(v / T).
+    logits = np.where(winning, np.where(data.top(), 0.0, -np.inf), data.values / temperature)
+    weights = np.exp(logits - data.row_max(logits))
+    rows = np.repeat(np.arange(len(data)), data.counts)
+    return (weights / np.bincount(rows, weights, minlength=len(data))[rows]).astype(np.float32)
+
+
+def observations(fens: Sequence[str]) -> np.ndarray:
+    """The policy's observation planes of each FEN, ``(n, 21, 8, 8)`` float32 (no history: FENs have none)."""
+    return np.stack([observation(chess.Board(fen)) for fen in fens])
+
+
+class _Batches:
+    """Dense minibatch tensors from the CSR layout: observations, legal masks, targets and best-rank flags."""
+
+    def __init__(self, data: LabelledPositions, targets: np.ndarray, device: th.device) -> None:
+        self.obs = observations(data.fens)
+        self.offsets, self.counts = data.offsets, data.counts
+        self.actions = data.actions.astype(np.int64)
+        self.targets, self.top = targets, data.top()
+        self.device = device
+
+    def __call__(self, idx: np.ndarray) -> tuple[th.Tensor, ...]:
+        counts = self.counts[idx]
+        # The CSR entries of the chosen rows, in row order: each row's start, then 0..count-1.
+        flat = np.repeat(self.offsets[idx] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        rows, cols = np.repeat(np.arange(len(idx)), counts), self.actions[flat]
+        masks = np.zeros((len(idx), N_ACTIONS), dtype=bool)
+        masks[rows, cols] = True
+        targets = np.zeros((len(idx), N_ACTIONS), dtype=np.float32)
+        targets[rows, cols] = self.targets[flat]
+        top = np.zeros((len(idx), N_ACTIONS), dtype=bool)
+        top[rows, cols] = self.top[flat]
+        return tuple(th.as_tensor(x, device=self.device) for x in (self.obs[idx], masks, targets, top))
+
+
+def pretrain_loss(policy: GRPOPolicy, obs: th.Tensor, masks: th.Tensor, targets: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Per position, the cross-entropy ``-sum_a q(a) log pi(a | s)`` over the legal moves, and ``log pi``.
+
+    ``pi`` is the policy's masked distribution at temperature 1, exactly what GRPO samples from: its
+    normalised logits are about -1e8 at illegal moves, where the targets are 0.
+    """
+    log_pi = policy.get_distribution(obs, masks).distribution.logits
+    return -(targets * log_pi).sum(dim=1), log_pi
+
+
+@th.no_grad()
+def heldout_metrics(policy: GRPOPolicy, batches: _Batches, idx: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Mean loss, top-1 rate (argmax has the best rank) and entropy / log #legal over the positions ``idx``."""
+    policy.set_training_mode(False)
+    sums = np.zeros(3)
+    for start in range(0, len(idx), batch_size):
+        obs, masks, targets, top = batches(idx[start : start + batch_size])
+        loss, log_pi = pretrain_loss(policy, obs, masks, targets)
+        entropy = -(log_pi.exp() * log_pi).sum(dim=1)
+        sums += [loss.sum().item(), top.gather(1, log_pi.argmax(1, keepdim=True)).sum().item(),
+                 (entropy / masks.sum(dim=1).float().log()).sum().item()]
+    loss, top1, entropy_norm = sums / len(idx)
+    return {"heldout_loss": loss, "heldout_top1": top1, "heldout_entropy_norm": entropy_norm}
+
+
+def split_heldout(walks: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, heldout)`` position indices: whole walks, in seeded order, held out until ``frac`` of the
+    positions are.
+
+    Raises:
+        ValueError: fewer than two walks, so one side would be empty.
+    """
+    ids, counts = np.unique(walks, return_counts=True)
+    if len(ids) < 2:
+        raise ValueError(f"the held-out split needs positions from at least 2 walks, got {len(ids)}")
+    order = np.random.default_rng([seed, 1]).permutation(len(ids))
+    n_held = min(int(np.searchsorted(np.cumsum(counts[order]), frac * len(walks))) + 1, len(ids) - 1)
+    held = np.isin(walks, ids[order[:n_held]])
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, logger: Logger | None = None) -> dict[str, float]:
+    """Train ``policy`` on ``data`` (see the module docstring); keep its best held-out parameters.
+
+    :return: the best held-out metrics, ``train_seconds``, ``steps`` and ``epochs`` (fractional, at the stop)
+    """
+    rng = np.random.default_rng([config.seed, 2])
+    train_idx, held_idx = split_heldout(data.walks, config.heldout_frac, config.seed)
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), policy.device)
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    eval_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
+    optimizer = th.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    cosine = config.lr_schedule == "cosine"
+    schedule = th.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)) if cosine else 1.0)
+    best: dict[str, float] = {"heldout_loss": math.inf}
+    best_state, stale, step, sums = None, 0, 0, np.zeros(3)
+    started = time.perf_counter()
+    progress = Progress(total, "pretraining", "batches")
+    try:
+        for epoch in range(config.epochs):
+            order = rng.permutation(train_idx)
+            for i in range(steps_per_epoch):
+                policy.set_training_mode(True)
+                obs, masks, targets, top = batches(order[i * config.batch_size : (i + 1) * config.batch_size])
+                loss, log_pi = pretrain_loss(policy, obs, masks, targets)
+                optimizer.zero_grad()
+                loss.mean().backward()
+                th.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                sums += [loss.sum().item(), top.gather(1, log_pi.argmax(1, keepdim=True)).sum().item(), len(loss)]
+                progress.update(1, loss=sums[0] / sums[2])
+                if i + 1 not in eval_at:
+                    continue
+                metrics = heldout_metrics(policy, batches, held_idx, 4 * config.batch_size)
+                metrics.update(loss=sums[0] / sums[2], top1=sums[1] / sums[2], epoch=step / steps_per_epoch,
+                               lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - started)
+                sums[:] = 0
+                _report(metrics, logger, step)
+                if metrics["heldout_loss"] < best["heldout_loss"]:
+                    best, stale = metrics, 0
+                    best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+                else:
+                    stale += 1
+                if stale >= config.patience:
+                    print(f"pretrain: early stop after {metrics['epoch']:.2f} epochs ({stale} held-out measurements "
+                          f"without improvement)")
+                    break
+            if stale >= config.patience:
+                break
+    finally:
+        progress.close()
+    if best_state is not None:
+        policy.load_state_dict(best_state)
+    return {**best, "train_seconds": time.perf_counter() - started, "steps": float(step),
+            "positions_train": float(len(train_idx)), "positions_heldout": float(len(held_idx))}
+
+
+def _report(metrics: dict[str, float], logger: Logger | None, step: int) -> None:
+    """One log row (``pretrain/<name>``) and one plain line."""
+    if logger is not None:
+        for name, value in metrics.items():
+            logger.record(f"pretrain/{name}", value)
+        logger.dump(step=step)
+    print(f"pretrain: epoch {metrics['epoch']:.2f} loss {metrics['loss']:.4f} top1 {metrics['top1']:.3f} | held-out "
+          f"loss {metrics['heldout_loss']:.4f} top1 {metrics['heldout_top1']:.3f} entropy/log#legal "
+          f"{metrics['heldout_entropy_norm']:.3f} ({metrics['seconds']:.0f} s)", flush=True)
+
+
+# -- API -------------------------------------------------------------------------------------------------
+
+
+def pretrain(config: PretrainConfig, run_dir: str | os.PathLike, policy: str | type[GRPOPolicy] = "ChessResNetPolicy",
+             policy_kwargs: dict[str, Any] | None = None, engine_path: str | os.PathLike | None = None) -> GRPO:
+    """Build (or reuse) the labelled dataset in ``run_dir``, train a fresh ``policy`` network on it and save
+    ``run_dir/pretrained.zip`` atomically.
+
+    :param config: the settings
+    :param run_dir: the run folder (created if needed)
+    :param policy: the GRPO policy (alias or class); the same ``policy``/``policy_kwargs`` as the GRPO run that
+        :func:`warm_start` will load the result into
+    :param policy_kwargs: e.g. ``dict(features_extractor_kwargs=dict(n_blocks=4, channels=64))``
+    :param engine_path: Stockfish binary (default: :func:`chess_env.engine.find_stockfish`)
+    :return: the trained model, a :class:`~grpo_agent.grpo.GRPO` whose reference policy is the trained one,
+        attached to a one-game env without shaping (``GRPO.load`` the zip to get it without)
+    """
+    run_dir = Path(run_dir)
+    dataset = build_dataset(config, None, run_dir, engine_path)
+    data = LabelledPositions.load(dataset)
+    from chess_env import ChessVectorEnv
+
+    model = GRPO(policy, ChessVectorEnv(1, shaping=False), group_size=1, policy_kwargs=policy_kwargs,
+                 seed=config.seed, device=config.device)
+    logger = Logger(str(run_dir), [make_output_format("csv", str(run_dir), LOG_SUFFIX)])
+    try:
+        stats = fit(model.policy, data, config, logger)
+    finally:
+        logger.close()
+    model.sync_reference()
+    tmp = run_dir / f"{MODEL_FILE}.tmp"
+    model.save(tmp)
+    os.replace(tmp, run_dir / MODEL_FILE)
+    with np.load(dataset, allow_pickle=False) as stored:
+        labelling = {"settings": json.loads(str(stored["settings"])), "label_seconds": float(stored["label_seconds"])}
+    summary = {"config": dataclasses.asdict(config), "dataset": {**labelling, "positions": len(data)}, "train": stats}
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    print(f"pretrain: held-out top1 {stats['heldout_top1']:.3f} loss {stats['heldout_loss']:.4f} after "
+          f"{stats['train_seconds']:.0f} s of training -> {run_dir / MODEL_FILE}")
+    return model
+
+
+def warm_start(model: GRPO, pretrained_path: str | os.PathLike) -> None:
+    """Load the policy parameters of a pretrained zip into ``model``'s policy and reference policy (the KL
+    anchor). The optimizer is left as it is (fresh, for a newly built model).
+
+    Raises:
+        ValueError: the file is not a model zip, or its observation space or network does not fit ``model``'s.
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    path = Path(pretrained_path)
+    if not path.is_file():
+        raise ValueError(f"pretrained model {str(path)!r} does not exist")
+    data, params, _ = load_from_zip_file(path, device=model.device, print_system_info=False)
+    if data is None or params is None or "policy" not in params:
+        raise ValueError(f"{str(path)!r} holds no policy parameters")
+    space = data.get("observation_space")
+    if space is not None and space.shape != model.observation_space.shape:
+        raise ValueError(f"{str(path)!r} was trained on observations {space.shape}, the model takes "
+                         f"{model.observation_space.shape} (a different history?)")
+    try:
+        model.policy.load_state_dict(params["policy"])
+    except RuntimeError as exc:
+        raise ValueError(f"the network in {str(path)!r} (policy_kwargs {data.get('policy_kwargs')}) does not fit "
+                         f"the model's (policy_kwargs {model.policy_kwargs}): {exc}") from exc
+    model.sync_reference()
+
+
+#: keys of a ``pretrain:`` config section besides the :class:`PretrainConfig` fields
+RUN_KEYS = ("policy", "policy_kwargs", "engine_path")
+
+
+def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path:
+    """Pretrain from a ``pretrain:`` config section (the :class:`PretrainConfig` fields plus ``policy``,
+    ``policy_kwargs`` and ``engine_path``) into ``run_dir``; return the path of ``pretrained.zip``.
+
+    Raises:
+        ValueError: an unknown key (named) or a bad value (named).
+    """
+    cfg = dict(cfg or {})
+    allowed = {f.name for f in dataclasses.fields(PretrainConfig)} | set(RUN_KEYS)
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ValueError(f"unknown pretrain key(s) {unknown} (allowed: {', '.join(sorted(allowed))})")
+    run_kwargs = {key: cfg.pop(key) for key in RUN_KEYS if key in cfg}
+    pretrain(PretrainConfig(**cfg), run_dir, **run_kwargs)
+    return Path(run_dir) / MODEL_FILE

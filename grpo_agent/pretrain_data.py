@@ -1,0 +1,327 @@
+"""The labelled positions of :mod:`grpo_agent.pretrain`: engine-guided walks, a MultiPV score for every legal
+move, and one compressed file per dataset, reused while its settings do not change.
+
+**Positions.** Walks of ``walk_plies`` plies from start positions drawn (a seeded permutation, cycled) from
+``positions`` (any :func:`chess_env.positions.load_positions` spec: ``"builtin"``, FEN/EPD/PGN files). Every
+position on a walk is labelled; the next move is uniformly random with probability ``walk_random`` (the
+random moves are blunders, and the positions right after them are where tactics are), otherwise drawn from
+``softmax(values / walk_temperature)`` of the engine's move values (a plausible game). The walker is this
+engine-guided mover, not the policy being trained (whose initial moves are uniformly random anyway).
+Positions repeated (same EPD), finished, or with a single legal move are not kept.
+
+**Labels.** :meth:`chess_env.engine.StockfishPool.submit_moves` scores every legal move with one MultiPV
+search at ``depth``; each score, from the mover's point of view, becomes a value ``v`` in ``[-1, 1]`` with
+:func:`chess_env.rewards.score_value` (``"winprob"``) and is kept with its mate distance ``m`` (``+n``: the
+mover mates in ``n``, ``-n``: is mated, 0: no mate). The engine's best move maximises the rank
+``(m > 0, -m) > v > (m < 0, -m)``: the shortest mate first, being mated as late as possible last.
+
+**File.** ``pretrain_dataset.npz`` (``np.savez_compressed``): ``fens``, a CSR layout of the moves
+(``offsets``; ``actions``, ``values``, ``mates`` per move), ``walks`` (the walk of each position), the
+settings and their ``key``, and ``label_seconds``. Observations are not stored: rebuilding them from the FENs
+costs about 0.25 ms a position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import chess
+import chess.engine
+import numpy as np
+
+from chess_env.encoding import encode_move
+from chess_env.positions import load_positions
+from chess_env.rewards import score_value
+from chess_env.rules import game_outcome
+
+if TYPE_CHECKING:
+    from grpo_agent.pretrain import PretrainConfig
+
+DATASET_FILE = "pretrain_dataset.npz"
+#: bumped when the labelling changes, so older dataset files are rebuilt
+DATASET_VERSION = 1
+#: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
+WALKS_PER_BATCH = 64
+#: seconds between plain progress lines when stdout is not a terminal
+PLAIN_PROGRESS_INTERVAL = 30.0
+
+
+
+@dataclass
+class LabelledPositions:
+    """Labelled positions in a CSR layout: position ``i``'s legal moves are ``offsets[i]:offsets[i + 1]`` of
+    ``actions`` (action indices), ``values`` (``score_value``, mover's view) and ``mates`` (signed mate
+    distance, 0 for none). ``walks[i]`` numbers the walk position ``i`` came from."""
+
+    fens: np.ndarray
+    offsets: np.ndarray
+    actions: np.ndarray
+    values: np.ndarray
+    mates: np.ndarray
+    walks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.fens)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Legal moves per position."""
+        return np.diff(self.offsets)
+
+    def row_max(self, per_move: np.ndarray) -> np.ndarray:
+        """Per move: the maximum of ``per_move`` over the moves of its position."""
+        return np.repeat(np.maximum.reduceat(per_move, self.offsets[:-1]), self.counts)
+
+    def ranks(self) -> np.ndarray:
+        """Per move: a float that orders the moves as the engine does (see the module docstring)."""
+        mates = self.mates.astype(np.float64)
+        return np.where(self.mates > 0, 3.0 - 1e-3 * mates, np.where(self.mates < 0, -3.0 - 1e-3 * mates, self.values))
+
+    def top(self) -> np.ndarray:
+        """Per move: True where it has its position's best rank (several moves may tie)."""
+        ranks = self.ranks()
+        return ranks == self.row_max(ranks)
+
+    def best(self) -> np.ndarray:
+        """Per move: True for the engine's best move of its position (the first of equally ranked ones)."""
+        top = np.flatnonzero(self.top())
+        rows = np.repeat(np.arange(len(self)), self.counts)[top]
+        best = np.zeros(len(self.actions), dtype=bool)
+        best[top[np.unique(rows, return_index=True)[1]]] = True
+        return best
+
+    def save(self, path: Path, key: str, settings: dict[str, Any], seconds: float) -> None:
+        """Write one compressed ``.npz`` atomically (a temporary file, then ``os.replace``)."""
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, key=np.array(key), settings=np.array(json.dumps(settings)),
+                                label_seconds=np.array(seconds), **dataclasses.asdict(self))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LabelledPositions:
+        """Read a dataset written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The settings a dataset depends on (the start positions by content) and their 16-hex-digit key."""
+    settings = {
+        "version": DATASET_VERSION,
+        "positions": config.positions if isinstance(config.positions, list) else [str(config.positions)],
+        "positions_sha256": hashlib.sha256("\n".join(starts).encode()).hexdigest(),
+        **{name: getattr(config, name) for name in
+           ("n_positions", "walk_plies", "walk_random", "walk_temperature", "depth", "seed")},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
+
+
+def stored_key(path: str | os.PathLike) -> str | None:
+    """The settings key of a dataset file, or None if there is no readable one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return str(data["key"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_INTERVAL`` seconds, so a log
+    file gets a few readable lines instead of carriage-return noise."""
+
+    def __init__(self, total: int, desc: str, unit: str) -> None:
+        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+        self.start = self.last = time.perf_counter()
+        self.bar = None
+        if sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stdout, dynamic_ncols=True)
+
+    def update(self, n: int, **postfix: float) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last >= PLAIN_PROGRESS_INTERVAL:
+            self.last = now
+            extra = "".join(f", {k} {v:.4g}" for k, v in postfix.items())
+            rate = self.n / max(now - self.start, 1e-9)
+            print(f"{self.desc}: {self.n}/{self.total} {self.unit} ({rate:.1f}/s{extra})", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class _Walk:
+    """One walk: its board, number, plies played and positions kept."""
+
+    board: chess.Board
+    id: int
+    plies: int = 0
+    kept: int = 0
+
+
+class _Walks:
+    """Starts, advances and records walks (see the module docstring); collects the kept positions."""
+
+    def __init__(self, config: PretrainConfig, starts: Sequence[str], rng: np.random.Generator) -> None:
+        self.config, self.starts, self.rng = config, starts, rng
+        self.order: list[int] = []
+        self.n_walks = 0
+        self.barren = 0  # walks in a row that ended keeping no position
+        self.seen: set[str] = set()
+        self.rows: dict[str, list] = {name: [] for name in ("fens", "actions", "values", "mates", "walks")}
+
+    def __len__(self) -> int:
+        return len(self.rows["fens"])
+
+    def new(self) -> _Walk:
+        """A fresh walk; the starts cycle through seeded permutations."""
+        if not self.order:
+            self.order = list(self.rng.permutation(len(self.starts)))
+        self.n_walks += 1
+        return _Walk(chess.Board(self.starts[self.order.pop()]), self.n_walks - 1)
+
+    def record(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore]) -> np.ndarray:
+        """Keep the labels of the walk's position unless it was seen before or has a single legal move;
+        return the move values in ``board.legal_moves`` order."""
+        board = walk.board
+        moves = list(board.legal_moves)
+        relative = [scores[move].pov(board.turn) for move in moves]
+        values = np.array([score_value(s, "winprob") for s in relative], dtype=np.float32)
+        epd = board.epd()
+        if len(moves) > 1 and epd not in self.seen:
+            self.seen.add(epd)
+            self.rows["fens"].append(board.fen())
+            self.rows["actions"].append(np.array([encode_move(board, m) for m in moves], dtype=np.int16))
+            self.rows["values"].append(values)
+            self.rows["mates"].append(np.array([s.mate() or 0 for s in relative], dtype=np.int16))
+            self.rows["walks"].append(walk.id)
+            walk.kept += 1
+        return values
+
+    def step(self, board: chess.Board, values: np.ndarray) -> chess.Move:
+        """The walk's next move: uniformly random with probability ``walk_random``, else engine-guided."""
+        moves = list(board.legal_moves)
+        if self.rng.random() < self.config.walk_random:
+            return moves[int(self.rng.integers(len(moves)))]
+        weights = np.exp((values - values.max()) / self.config.walk_temperature)
+        return moves[int(self.rng.choice(len(moves), p=weights / weights.sum()))]
+
+    def advance(self, walk: _Walk, values: np.ndarray) -> _Walk:
+        """Play one move of ``walk``, or start a new walk when it is long enough or its game is over.
+
+        Raises:
+            ValueError: so many walks in a row kept nothing that the starts cannot give ``n_positions``.
+        """
+        if walk.plies < self.config.walk_plies:
+            walk.board.push(self.step(walk.board, values))
+            walk.plies += 1
+            if game_outcome(walk.board) is None:
+                return walk
+        self.barren = 0 if walk.kept else self.barren + 1
+        if self.barren > 2 * max(len(self.starts), 2 * WALKS_PER_BATCH):
+            raise ValueError(f"the start positions ({len(self.starts)}) and walks of {self.config.walk_plies} plies "
+                             f"gave only {len(self)} distinct positions, not n_positions={self.config.n_positions}")
+        return self.new()
+
+    def dataset(self) -> LabelledPositions:
+        counts = [len(a) for a in self.rows["actions"]]
+        return LabelledPositions(
+            fens=np.array(self.rows["fens"], dtype=str),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            actions=np.concatenate(self.rows["actions"]),
+            values=np.concatenate(self.rows["values"]),
+            mates=np.concatenate(self.rows["mates"]),
+            walks=np.array(self.rows["walks"], dtype=np.int32),
+        )
+
+
+def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) -> LabelledPositions:
+    """Walk from ``starts`` and label every position with ``pool.submit_moves`` until ``n_positions`` are kept.
+
+    Two batches of ``WALKS_PER_BATCH`` walks alternate: while Python records one batch's answers and
+    advances its walks, the engines search the other's positions.
+    """
+    walks = _Walks(config, starts, np.random.default_rng(config.seed))
+    limit = chess.engine.Limit(depth=config.depth)
+    size = min(WALKS_PER_BATCH, -(-config.n_positions // 2))  # a tiny dataset needs no more than it keeps
+    batches = [[walks.new() for _ in range(size)] for _ in range(2)]
+    futures = [pool.submit_moves([walk.board for walk in batch], limit) for batch in batches]
+    progress = Progress(config.n_positions, "labelling", "positions")
+    try:
+        while True:
+            for i, batch in enumerate(batches):
+                kept = len(walks)
+                values = [walks.record(walk, scores) for walk, scores in zip(batch, futures[i].result())]
+                progress.update(min(len(walks), config.n_positions) - min(kept, config.n_positions))
+                if len(walks) >= config.n_positions:
+                    futures[1 - i].result()  # leave no search running in the pool
+                    return _truncate(walks.dataset(), config.n_positions)
+                batches[i] = [walks.advance(walk, v) for walk, v in zip(batch, values)]
+                futures[i] = pool.submit_moves([walk.board for walk in batches[i]], limit)
+    finally:
+        progress.close()
+
+
+def _truncate(data: LabelledPositions, n: int) -> LabelledPositions:
+    """The first ``n`` positions of ``data``."""
+    end = int(data.offsets[n])
+    return LabelledPositions(data.fens[:n], data.offsets[: n + 1], data.actions[:end], data.values[:end],
+                             data.mates[:end], data.walks[:n])
+
+
+def start_positions(positions: str | os.PathLike | list[str]) -> list[str]:
+    """The start FENs of one spec or several (concatenated, duplicates dropped, order kept)."""
+    specs = positions if isinstance(positions, list) else [positions]
+    return list(dict.fromkeys(fen for spec in specs for fen in load_positions(spec)))
+
+
+def build_dataset(config: PretrainConfig, pool: Any, run_dir: str | os.PathLike,
+                  engine_path: str | os.PathLike | None = None) -> Path:
+    """Label the positions of ``config`` into ``run_dir/pretrain_dataset.npz`` and return its path.
+
+    A file there with the same settings key (:func:`dataset_key`) is reused without any engine call; any
+    other file is replaced. ``pool`` is a :class:`~chess_env.engine.StockfishPool` with ``submit_moves``, or
+    None to start one (``config.engine_processes`` processes of ``engine_path``) only if labelling is needed.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    starts = start_positions(config.positions)
+    key, settings = dataset_key(config, starts)
+    path = run_dir / DATASET_FILE
+    if stored_key(path) == key:
+        print(f"pretrain: reusing {path} (settings key {key})")
+        return path
+    own_pool = pool is None
+    if own_pool:
+        from chess_env.engine import StockfishPool
+
+        pool = StockfishPool(processes=config.engine_processes, path=engine_path)
+    try:
+        started = time.perf_counter()
+        data = label_positions(config, starts, pool)
+        seconds = time.perf_counter() - started
+    finally:
+        if own_pool:
+            pool.close()
+    data.save(path, key, settings, seconds)
+    print(f"pretrain: labelled {len(data)} positions from {int(data.walks.max()) + 1} walks at depth "
+          f"{config.depth} in {seconds:.1f} s ({len(data) / seconds:.0f}/s) -> {path}")
+    return path
