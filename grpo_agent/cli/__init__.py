@@ -1,7 +1,7 @@
 """``grpo-chess``: train GRPO from a YAML config, plot a run, evaluate and play a policy, run the benchmarks.
 
 One module per command: :mod:`~grpo_agent.cli.train` (with :mod:`~grpo_agent.cli.config`, the config
-schema), :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`, :mod:`~grpo_agent.cli.play`
+schema), :mod:`~grpo_agent.cli.pretrain`, :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`, :mod:`~grpo_agent.cli.play`
 and :mod:`~grpo_agent.cli.bench` (``bench NAME`` and ``sweep``, from a source checkout). This module
 only dispatches; every command is imported here, so a broken one fails loudly instead of vanishing.
 """
@@ -15,6 +15,7 @@ from grpo_agent.cli.config import ConfigError
 from grpo_agent.cli.evaluate import add_eval_arguments, run_eval
 from grpo_agent.cli.play import add_play_arguments, run_play
 from grpo_agent.cli.plotting import add_plot_arguments, run_plot
+from grpo_agent.cli.pretrain import add_pretrain_arguments, run_pretrain_command
 from grpo_agent.cli.train import add_train_arguments, run_train
 
 __all__ = ["ConfigError", "build_parser", "main"]
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (
         ("train", "train GRPO from a YAML config", add_train_arguments, run_train),
+        ("pretrain", "distil Stockfish into a starting policy (the config's pretrain section)", add_pretrain_arguments,
+         run_pretrain_command),
         ("plot", "write PNG learning curves and the collapse dashboard of a run", add_plot_arguments, run_plot),
         ("eval", "evaluate a policy (Stockfish ladder, ACPL, puzzles)", add_eval_arguments, run_eval),
         ("play", "play against a policy in the terminal", add_play_arguments, run_play),

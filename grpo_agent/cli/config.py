@@ -10,6 +10,8 @@ Schema (strict: an unknown section or key is an error naming it)::
       learning_rate: 3.0e-4       # or "linear:3e-4:1e-5" (start:end over the run)
     train:  # the run itself, see TRAIN_DEFAULTS
       total_timesteps: 100000
+    pretrain:  # optional: a Stockfish-distilled warm start first (grpo_agent.pretrain.PretrainConfig fields)
+      n_positions: 30000
 
 ``learning_rate``, ``clip_range``, ``clip_range_high``, ``ent_coef`` and ``kl_coef`` accept a number or
 ``"linear:START:END"`` (SB3 ``LinearSchedule`` over the whole run).
@@ -35,6 +37,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "torch_threads": 1,  # torch intra-op threads; 1 leaves the other cores to the Stockfish pool
     "evaluate": "none",  # evaluation preset run on the initial and the final policy (none, quick, default, full)
     "eval_opponents": ["random", "sf0"],  # opponents of that evaluation
+    "init": None,  # a pretrained model zip to start from (its policy is also the KL reference); see --init
 }
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_high", "ent_coef", "kl_coef")
 
@@ -55,9 +58,11 @@ def _allowed_keys() -> dict[str, set[str]]:
             if name != "self" and not name.startswith("_") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
 
+    from grpo_agent.pretrain import PRETRAIN_KEYS
+
     env_keys = params(ChessEnv.__init__) | params(ChessVectorEnv.__init__)
     algo_keys = params(GRPO.__init__) - {"env", "n_envs", "env_kwargs"}
-    return {"env": env_keys, "algo": algo_keys, "train": set(TRAIN_DEFAULTS)}
+    return {"env": env_keys, "algo": algo_keys, "train": set(TRAIN_DEFAULTS), "pretrain": set(PRETRAIN_KEYS)}
 
 
 def _numbers(value: Any) -> Any:

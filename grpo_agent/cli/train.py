@@ -24,10 +24,13 @@ from grpo_agent.cli.config import SCHEDULE_KEYS, ConfigError, load_config, parse
 from grpo_agent.cli.plotting import plot_run, read_progress
 from grpo_agent.evaluation import PRESETS, EvalConfig, EvalReport, Evaluator, format_eval_rows, load_model, write_artifacts
 from grpo_agent.grpo import GRPO
+from grpo_agent.pretrain import run_pretrain, warm_start
+from grpo_agent.progress import ProgressCallback
 from grpo_agent.save_util import save_model
 
 SUMMARY_KEYS = (
     "rollout/step_reward_mean",
+    "rollout/regret",
     "rollout/step_reward_std",
     "rollout/group_reward_std",
     "rollout/action_agreement_mean",
@@ -120,7 +123,12 @@ def _build_model(config: dict[str, Any], env: ChessVectorEnv, resume_from: Path 
     return GRPO(policy, env, **algo)
 
 
+STAGES = ("initial", "pretrained", "final")
+STAGE_TITLES = {"initial": "initial", "pretrained": "after pretrain", "final": "after GRPO"}
+
+
 def _summary(run_dir: Path, wall_s: float, model: GRPO, evaluation: dict[str, EvalReport] | None = None) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 120)
     frame = read_progress(run_dir)
     table = Table(title=f"GRPO run {run_dir.name}")
     table.add_column("metric")
@@ -133,28 +141,56 @@ def _summary(run_dir: Path, wall_s: float, model: GRPO, evaluation: dict[str, Ev
                 col = frame[key].dropna()
                 if len(col):
                     table.add_row(key, f"{col.iloc[:k].mean():.4g}", f"{col.iloc[-k:].mean():.4g}")
-    if evaluation:
-        for name, before, after in format_eval_rows(evaluation["initial"], evaluation["final"]):
-            table.add_row(name, before, after)
     table.add_row("timesteps", "", f"{model.num_timesteps:,}")
-    table.add_row("wall-clock (s)", "", f"{wall_s:.1f}")
+    table.add_row("wall-clock of GRPO (s)", "", f"{wall_s:.1f}")
     table.add_row("run folder", "", str(run_dir))
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    console.print(table)
+    if evaluation:
+        held_out = Table(title="held-out evaluation (builtin:eval positions, puzzles, games)")
+        held_out.add_column("metric")
+        for stage in evaluation:
+            held_out.add_column(STAGE_TITLES[stage], justify="right")
+        for row in format_eval_rows(*evaluation.values()):
+            held_out.add_row(*row)
+        console.print(held_out)
 
 
-def _evaluate_initial_and_final(run_dir: Path, train_cfg: dict[str, Any]) -> dict[str, EvalReport] | None:
-    """Evaluate ``initial_model.zip`` and ``final_model.zip`` alike; reports go to ``RUN_DIR/eval/``."""
+def _evaluate_stages(run_dir: Path, train_cfg: dict[str, Any]) -> dict[str, EvalReport] | None:
+    """Evaluate ``initial_model.zip``, ``pretrained_model.zip`` (when the run has one) and ``final_model.zip``
+    alike; reports go to ``RUN_DIR/eval/<stage>/``."""
     if train_cfg["evaluate"] == "none" or not (run_dir / "initial_model.zip").is_file():
         return None
     config = EvalConfig.preset(train_cfg["evaluate"], opponents=tuple(train_cfg["eval_opponents"]))
     reports = {}
     with Evaluator() as evaluator:
-        for name in ("initial", "final"):
-            model = load_model(run_dir / f"{name}_model.zip")
-            print(f"evaluating the {name} policy ({train_cfg['evaluate']} preset) ...")
-            reports[name] = evaluator.evaluate(model, config, policy_name=f"{run_dir.name}/{name}")
-            write_artifacts(reports[name], run_dir / "eval" / name, svg=False)
+        for stage in STAGES:
+            path = run_dir / f"{stage}_model.zip"
+            if not path.is_file():
+                continue
+            print(f"evaluating the {STAGE_TITLES[stage]} policy ({train_cfg['evaluate']} preset) ...", flush=True)
+            reports[stage] = evaluator.evaluate(load_model(path), config, policy_name=f"{run_dir.name}/{stage}")
+            write_artifacts(reports[stage], run_dir / "eval" / stage, svg=False)
     return reports
+
+
+def _warm_start(config: dict[str, Any], model: GRPO, run_dir: Path, init: str | None) -> None:
+    """Start ``model`` from ``init``, or from the run's own pretrain stage when the config has one; the warm start
+    is also the KL reference. Saves it as ``pretrained_model.zip`` for the evaluation."""
+    if init is None and config["pretrain"]:
+        section = {"policy": config["algo"].get("policy", "ChessResNetPolicy"),
+                   "policy_kwargs": config["algo"].get("policy_kwargs"), **config["pretrain"]}
+        try:
+            init = str(run_pretrain(section, run_dir / "pretrain"))
+        except ValueError as exc:
+            raise ConfigError(f"pretrain: {exc}") from exc
+    if init is None:
+        return
+    try:
+        warm_start(model, init)
+    except ValueError as exc:
+        raise ConfigError(f"--init: {exc}") from exc
+    print(f"GRPO starts from {init} (also the KL reference)", flush=True)
+    save_model(model, run_dir / "pretrained_model.zip")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -189,13 +225,18 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         model = _build_model(config, env, resume_from)
         model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run))
-        callbacks = []
+        if resume_from is None and train_cfg["evaluate"] != "none":
+            save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
+        if resume_from is None:
+            _warm_start(config, model, run_dir, args.init or train_cfg["init"])
+        callbacks: list[Any] = []
         if train_cfg["checkpoint_every"] > 0:
             callbacks.append(AtomicCheckpointCallback(save_freq=train_cfg["checkpoint_every"] * model.horizon,
                                                       save_path=str(run_dir / "checkpoints"), name_prefix="grpo"))
         remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
-        if resume_from is None and train_cfg["evaluate"] != "none":
-            save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
+        terminal = sys.stdout.isatty()
+        if train_cfg["progress_bar"] and not terminal:
+            callbacks.append(ProgressCallback(remaining, "GRPO"))  # a plain line every few seconds in a log
         start = time.perf_counter()
         if remaining > 0:
             model.learn(
@@ -203,7 +244,7 @@ def run_train(args: argparse.Namespace) -> int:
                 callback=callbacks,
                 log_interval=train_cfg["log_interval"],
                 reset_num_timesteps=resume_from is None,
-                progress_bar=bool(train_cfg["progress_bar"]),
+                progress_bar=bool(train_cfg["progress_bar"]) and terminal,
             )
         wall = time.perf_counter() - start
         save_model(model, run_dir / "final_model.zip")
@@ -211,7 +252,7 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         env.close()
     plot_run(run_dir)
-    _summary(run_dir, wall, model, _evaluate_initial_and_final(run_dir, train_cfg))
+    _summary(run_dir, wall, model, _evaluate_stages(run_dir, train_cfg))
     return 0
 
 
@@ -220,5 +261,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--config", default=None, help="YAML config (sections env, algo, train)")
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its latest checkpoint")
+    parser.add_argument("--init", metavar="MODEL.zip", default=None,
+                        help="start from a pretrained model (grpo-chess pretrain); it is also the KL reference")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
     return parser

@@ -60,22 +60,23 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def format_eval_rows(before: EvalReport, after: EvalReport) -> list[tuple[str, str, str]]:
-    """``(metric, before, after)`` text rows comparing two reports of the same config (e.g. a run's start and end)."""
-    rows = []
-    for old, new in zip(before.matches, after.matches):
-        def text(match: MatchResult) -> str:
-            s = match.stats
-            return f"{s.score:.2f} [{s.score_low:.2f}, {s.score_high:.2f}] ({s.wins}/{s.draws}/{s.losses})"
+def format_eval_rows(*reports: EvalReport) -> list[tuple[str, ...]]:
+    """``(metric, value in report 1, value in report 2, ...)`` text rows comparing reports of the same config
+    (e.g. a run's initial, pretrained and final policies)."""
+    def match_text(match: MatchResult) -> str:
+        s = match.stats
+        return f"{s.score:.2f} [{s.score_low:.2f}, {s.score_high:.2f}] ({s.wins}/{s.draws}/{s.losses})"
 
-        rows.append((f"score vs {old.opponent} (W/D/L)", text(old), text(new)))
-    if before.acpl is not None and after.acpl is not None:
-        rows.append((f"ACPL (depth {after.acpl.depth}, lower is better)", f"{before.acpl.acpl:.1f}", f"{after.acpl.acpl:.1f}"))
-        rows.append(("move accuracy %", f"{before.acpl.accuracy:.1f}", f"{after.acpl.accuracy:.1f}"))
-        rows.append(("engine's best move %", f"{100 * before.acpl.best_move_rate:.1f}",
-                     f"{100 * after.acpl.best_move_rate:.1f}"))
-    if before.puzzles is not None and after.puzzles is not None:
-        rows.append(("puzzles solved %", f"{100 * before.puzzles.accuracy:.1f}", f"{100 * after.puzzles.accuracy:.1f}"))
+    rows: list[tuple[str, ...]] = []
+    for matches in zip(*(r.matches for r in reports)):
+        rows.append((f"score vs {matches[0].opponent} (W/D/L)", *(match_text(m) for m in matches)))
+    if all(r.acpl is not None for r in reports):
+        acpl = [r.acpl for r in reports]
+        rows.append((f"ACPL (depth {acpl[-1].depth}, lower is better)", *(f"{a.acpl:.1f}" for a in acpl)))
+        rows.append(("move accuracy %", *(f"{a.accuracy:.1f}" for a in acpl)))
+        rows.append(("engine's best move %", *(f"{100 * a.best_move_rate:.1f}" for a in acpl)))
+    if all(r.puzzles is not None for r in reports):
+        rows.append(("puzzles solved %", *(f"{100 * r.puzzles.accuracy:.1f}" for r in reports)))
     return rows
 
 
