@@ -51,17 +51,8 @@ command is part of :mod:`grpo_agent.cli`.
 
 from chess_env.puzzles import Puzzle
 from grpo_agent.evaluation.callbacks import EvalLadderCallback
-from grpo_agent.evaluation.evaluator import (
-    ADJUDICATIONS,
-    PRESETS,
-    AcplResult,
-    EvalConfig,
-    Evaluator,
-    GameRecord,
-    MatchResult,
-    PositionJudgement,
-    rules_termination,
-)
+from grpo_agent.evaluation.evaluator import PRESETS, AcplResult, EvalConfig, Evaluator, MatchResult, PositionJudgement
+from grpo_agent.evaluation.games import ADJUDICATIONS, GameRecord, PlayedGame, play_game, rules_termination
 from grpo_agent.evaluation.players import (
     EnginePolicy,
     Opponent,
@@ -101,6 +92,7 @@ __all__ = [
     "GameRecord",
     "MatchResult",
     "Opponent",
+    "PlayedGame",
     "PositionJudgement",
     "Puzzle",
     "PuzzleResult",
@@ -114,6 +106,7 @@ __all__ = [
     "load_model",
     "load_policy",
     "move_accuracy",
+    "play_game",
     "print_report",
     "rules_termination",
     "score_stats",
