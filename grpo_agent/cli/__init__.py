@@ -13,6 +13,7 @@ import argparse
 from grpo_agent.cli.bench import add_bench_parsers
 from grpo_agent.cli.config import ConfigError
 from grpo_agent.cli.evaluate import add_eval_arguments, run_eval
+from grpo_agent.cli.match import add_match_arguments, run_match_command
 from grpo_agent.cli.play import add_play_arguments, run_play
 from grpo_agent.cli.plotting import add_plot_arguments, run_plot
 from grpo_agent.cli.train import add_train_arguments, run_train
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train GRPO from a YAML config", add_train_arguments, run_train),
         ("plot", "write PNG learning curves and the collapse dashboard of a run", add_plot_arguments, run_plot),
         ("eval", "evaluate a policy (Stockfish ladder, ACPL, puzzles)", add_eval_arguments, run_eval),
+        ("match", "a head-to-head match of two players, optionally stopped by an SPRT", add_match_arguments,
+         run_match_command),
         ("play", "play against a policy in the terminal", add_play_arguments, run_play),
     )
     for name, help_text, add_arguments, run in commands:

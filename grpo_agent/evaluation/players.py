@@ -138,6 +138,10 @@ class EnginePolicy:
         # full strength equals the ACPL judge's best move at the same depth.
         return self._players.get().play(board, self.limit, game=object())
 
+    def describe(self) -> str:
+        """A player name for PGN headers, e.g. ``Stockfish 15.1 (skill 0, depth 5)`` (starts this thread's engine)."""
+        return self.opponent.describe(self._players.get().name, self.limit)
+
     def close(self) -> None:
         """Stop the engine processes."""
         self._players.close()
