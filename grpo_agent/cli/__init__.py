@@ -17,6 +17,7 @@ from grpo_agent.cli.match import add_match_arguments, run_match_command
 from grpo_agent.cli.play import add_play_arguments, run_play
 from grpo_agent.cli.plotting import add_plot_arguments, run_plot
 from grpo_agent.cli.train import add_train_arguments, run_train
+from grpo_agent.cli.uci import add_uci_arguments, run_uci
 
 __all__ = ["ConfigError", "build_parser", "main"]
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("match", "a head-to-head match of two players, optionally stopped by an SPRT", add_match_arguments,
          run_match_command),
         ("play", "play against a policy in the terminal", add_play_arguments, run_play),
+        ("uci", "serve a model as a UCI engine on stdin/stdout (GUIs, lichess-bot, cutechess-cli)", add_uci_arguments,
+         run_uci),
     )
     for name, help_text, add_arguments, run in commands:
         add_arguments(sub.add_parser(name, help=help_text)).set_defaults(func=run)
