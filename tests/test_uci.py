@@ -11,11 +11,8 @@ import chess.engine
 import chess.pgn
 import numpy as np
 import pytest
-import torch
-from conftest import STOCKFISH, needs_stockfish
+from conftest import STOCKFISH, needs_stockfish, save_tiny_model
 
-from chess_env.vector import ChessVectorEnv
-from grpo_agent import GRPO
 from grpo_agent.cli import main
 from grpo_agent.evaluation import load_model
 from grpo_agent.evaluation.players import policy_log_probs
@@ -26,24 +23,13 @@ MIDDLEGAME = "r1bq1rk1/pp2bppp/2n1pn2/3p4/2PP4/2N1PN2/PP2BPPP/R2QKB1R w KQ - 0 8
 PROMOTION = "8/1P3k2/8/8/8/8/5K2/8 w - - 0 1"
 
 
-def _save_tiny_model(path, history: int = 0, sharpen: float = 1.0) -> str:
-    """An untrained 1-block, 8-channel GRPO model; ``sharpen`` scales its policy head (near uniform at 1)."""
-    model = GRPO("ChessResNetPolicy", ChessVectorEnv(4, shaping=False, history=history), group_size=2, seed=0,
-                 policy_kwargs=dict(features_extractor_kwargs=dict(n_blocks=1, channels=8)))
-    with torch.no_grad():
-        for parameter in model.policy.action_net.parameters():
-            parameter.mul_(sharpen)
-    model.save(path)
-    return str(path)
-
-
 def _popen(model_path: str) -> chess.engine.SimpleEngine:
     return chess.engine.SimpleEngine.popen_uci([sys.executable, "-m", "grpo_agent.cli", "uci", model_path], timeout=60)
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    return _save_tiny_model(tmp_path_factory.mktemp("uci") / "tiny.zip")
+    return save_tiny_model(tmp_path_factory.mktemp("uci") / "tiny.zip")
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +129,7 @@ def test_go_infinite_answers_after_stop(engine):
 
 def test_history_planes_are_honoured(tmp_path):
     # A sharpened head: the history planes move the probabilities by far more than their printed precision.
-    model = load_model(_save_tiny_model(tmp_path / "tiny_h2.zip", history=2, sharpen=30.0))
+    model = load_model(save_tiny_model(tmp_path / "tiny_h2.zip", history=2, sharpen=30.0))
     with_moves = chess.Board()
     for uci in ("e2e4", "e7e5", "g1f3"):
         with_moves.push_uci(uci)

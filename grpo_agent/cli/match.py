@@ -35,7 +35,8 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--openings", default="builtin:eval",
                         help="start positions: builtin:eval (held out, default) or a .fen/.epd/.pgn/.csv file")
     parser.add_argument("--sprt", metavar="ELO0,ELO1", help="stop as soon as the pentanomial GSPRT accepts "
-                                                            "H0: Elo(A-B)=ELO0 or H1: Elo(A-B)=ELO1")
+                                                            "H0: Elo(A-B)=ELO0 or H1: Elo(A-B)=ELO1 (a negative "
+                                                            "ELO0 needs the = form: --sprt=-5,0)")
     parser.add_argument("--alpha", type=float, default=0.05, help="SPRT false-positive rate (default 0.05)")
     parser.add_argument("--beta", type=float, default=0.05, help="SPRT false-negative rate (default 0.05)")
     parser.add_argument("--depth", type=int, default=5, help="depth of Stockfish specs without a limit (default 5)")
