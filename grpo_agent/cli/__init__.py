@@ -1,8 +1,9 @@
-"""``grpo-chess``: train GRPO from a YAML config, plot a run, evaluate and play a policy, run the benchmarks.
+"""``grpo-chess``: train GRPO from a YAML config, plot a run, evaluate, match and play a policy, serve it over UCI, run the benchmarks.
 
 One module per command: :mod:`~grpo_agent.cli.train` (with :mod:`~grpo_agent.cli.config`, the config
-schema), :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`, :mod:`~grpo_agent.cli.play`
-and :mod:`~grpo_agent.cli.bench` (``bench NAME`` and ``sweep``, from a source checkout). This module
+schema), :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`, :mod:`~grpo_agent.cli.match`,
+:mod:`~grpo_agent.cli.play`, :mod:`~grpo_agent.cli.uci` and :mod:`~grpo_agent.cli.bench` (``bench NAME``
+and ``sweep``, from a source checkout). This module
 only dispatches; every command is imported here, so a broken one fails loudly instead of vanishing.
 """
 
