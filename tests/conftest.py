@@ -26,6 +26,21 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
+def save_tiny_model(path, history: int = 0, sharpen: float = 1.0) -> str:
+    """Save an untrained 1-block, 8-channel GRPO model at ``path``; ``sharpen`` scales its policy head
+    (the policy is near uniform at 1). Returns the path as a string."""
+    from chess_env.vector import ChessVectorEnv
+    from grpo_agent import GRPO
+
+    model = GRPO("ChessResNetPolicy", ChessVectorEnv(4, shaping=False, history=history), group_size=2, seed=0,
+                 policy_kwargs=dict(features_extractor_kwargs=dict(n_blocks=1, channels=8)))
+    with torch.no_grad():
+        for parameter in model.policy.action_net.parameters():
+            parameter.mul_(sharpen)
+    model.save(path)
+    return str(path)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     # Two cores shared with Stockfish processes: torch's default thread pool oversubscribes them

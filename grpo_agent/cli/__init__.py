@@ -1,8 +1,9 @@
-"""``grpo-chess``: train GRPO from a YAML config, plot a run, evaluate and play a policy, run the benchmarks.
+"""``grpo-chess``: pretrain and train GRPO from a YAML config, plot a run, evaluate, match and play a policy, serve it over UCI, run the benchmarks.
 
 One module per command: :mod:`~grpo_agent.cli.train` (with :mod:`~grpo_agent.cli.config`, the config
-schema), :mod:`~grpo_agent.cli.pretrain`, :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`, :mod:`~grpo_agent.cli.play`
-and :mod:`~grpo_agent.cli.bench` (``bench NAME`` and ``sweep``, from a source checkout). This module
+schema), :mod:`~grpo_agent.cli.pretrain`, :mod:`~grpo_agent.cli.plotting`, :mod:`~grpo_agent.cli.evaluate`,
+:mod:`~grpo_agent.cli.match`, :mod:`~grpo_agent.cli.play`, :mod:`~grpo_agent.cli.uci` and
+:mod:`~grpo_agent.cli.bench` (``bench NAME`` and ``sweep``, from a source checkout). This module
 only dispatches; every command is imported here, so a broken one fails loudly instead of vanishing.
 """
 
@@ -13,10 +14,12 @@ import argparse
 from grpo_agent.cli.bench import add_bench_parsers
 from grpo_agent.cli.config import ConfigError
 from grpo_agent.cli.evaluate import add_eval_arguments, run_eval
+from grpo_agent.cli.match import add_match_arguments, run_match_command
 from grpo_agent.cli.play import add_play_arguments, run_play
 from grpo_agent.cli.plotting import add_plot_arguments, run_plot
 from grpo_agent.cli.pretrain import add_pretrain_arguments, run_pretrain_command
 from grpo_agent.cli.train import add_train_arguments, run_train
+from grpo_agent.cli.uci import add_uci_arguments, run_uci
 
 __all__ = ["ConfigError", "build_parser", "main"]
 
@@ -31,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
          run_pretrain_command),
         ("plot", "write PNG learning curves and the collapse dashboard of a run", add_plot_arguments, run_plot),
         ("eval", "evaluate a policy (Stockfish ladder, ACPL, puzzles)", add_eval_arguments, run_eval),
+        ("match", "a head-to-head match of two players, optionally stopped by an SPRT", add_match_arguments,
+         run_match_command),
         ("play", "play against a policy in the terminal", add_play_arguments, run_play),
+        ("uci", "serve a model as a UCI engine on stdin/stdout (GUIs, lichess-bot, cutechess-cli)", add_uci_arguments,
+         run_uci),
     )
     for name, help_text, add_arguments, run in commands:
         add_arguments(sub.add_parser(name, help=help_text)).set_defaults(func=run)

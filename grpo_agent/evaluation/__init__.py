@@ -43,25 +43,20 @@ owning one single-threaded Stockfish process.
 
 Modules: :mod:`~grpo_agent.evaluation.stats` (intervals, Elo, accuracy),
 :mod:`~grpo_agent.evaluation.players` (models, the random mover and Stockfish as players),
-:mod:`~grpo_agent.evaluation.puzzles`, :mod:`~grpo_agent.evaluation.evaluator` (games, ACPL, the
-:class:`Evaluator`), :mod:`~grpo_agent.evaluation.reports` (:class:`EvalReport`, artefacts, tables)
-and :mod:`~grpo_agent.evaluation.callbacks` (:class:`EvalLadderCallback`). The ``grpo-chess eval``
-command is part of :mod:`grpo_agent.cli`.
+:mod:`~grpo_agent.evaluation.games` (the one game loop, adjudication, :class:`GameRecord`),
+:mod:`~grpo_agent.evaluation.puzzles`, :mod:`~grpo_agent.evaluation.evaluator` (the ladder, ACPL, the
+:class:`Evaluator`), :mod:`~grpo_agent.evaluation.match` (head-to-head matches of any two players) with
+:mod:`~grpo_agent.evaluation.sprt` (the pentanomial GSPRT), :mod:`~grpo_agent.evaluation.reports`
+(:class:`EvalReport`, artefacts, tables) and :mod:`~grpo_agent.evaluation.callbacks`
+(:class:`EvalLadderCallback`). The ``grpo-chess eval`` and ``grpo-chess match`` commands are part of
+:mod:`grpo_agent.cli`.
 """
 
 from chess_env.puzzles import Puzzle
 from grpo_agent.evaluation.callbacks import EvalLadderCallback
-from grpo_agent.evaluation.evaluator import (
-    ADJUDICATIONS,
-    PRESETS,
-    AcplResult,
-    EvalConfig,
-    Evaluator,
-    GameRecord,
-    MatchResult,
-    PositionJudgement,
-    rules_termination,
-)
+from grpo_agent.evaluation.evaluator import PRESETS, AcplResult, EvalConfig, Evaluator, MatchResult, PositionJudgement
+from grpo_agent.evaluation.games import ADJUDICATIONS, GameRecord, PlayedGame, play_game, rules_termination
+from grpo_agent.evaluation.match import Contestant, MatchConfig, MatchOutcome, run_match
 from grpo_agent.evaluation.players import (
     EnginePolicy,
     Opponent,
@@ -71,9 +66,11 @@ from grpo_agent.evaluation.players import (
     infer_history,
     load_model,
     load_policy,
+    policy_log_probs,
 )
 from grpo_agent.evaluation.puzzles import PuzzleResult, select_puzzles, solve_puzzle
 from grpo_agent.evaluation.reports import EvalReport, format_eval_rows, print_report, write_artifacts
+from grpo_agent.evaluation.sprt import SPRT
 from grpo_agent.evaluation.stats import (
     CP_CAP,
     MATE_SCORE,
@@ -93,18 +90,23 @@ __all__ = [
     "PRESETS",
     "Z_95",
     "AcplResult",
+    "Contestant",
     "EnginePolicy",
     "EvalConfig",
     "EvalLadderCallback",
     "EvalReport",
     "Evaluator",
     "GameRecord",
+    "MatchConfig",
+    "MatchOutcome",
     "MatchResult",
     "Opponent",
+    "PlayedGame",
     "PositionJudgement",
     "Puzzle",
     "PuzzleResult",
     "RandomPolicy",
+    "SPRT",
     "ScoreStats",
     "as_move_fn",
     "elo_from_score",
@@ -114,8 +116,11 @@ __all__ = [
     "load_model",
     "load_policy",
     "move_accuracy",
+    "play_game",
+    "policy_log_probs",
     "print_report",
     "rules_termination",
+    "run_match",
     "score_stats",
     "select_puzzles",
     "solve_puzzle",

@@ -14,85 +14,29 @@ from typing import Any
 
 import chess
 import chess.engine
-import chess.pgn
 import numpy as np
 
 from chess_env.opponents import MoveFn
 from chess_env.puzzles import Puzzle, read_puzzles
-from chess_env.rules import game_outcome
+from grpo_agent.evaluation.games import (
+    ADJUDICATIONS,
+    GameRecord,
+    adjudicate,
+    draw_positions,
+    play_game,
+    resolve_positions,
+)
 from grpo_agent.evaluation.players import Opponent, RandomPolicy, ThreadPlayers, as_move_fn, engine_limit
 from grpo_agent.evaluation.puzzles import PuzzleResult, select_puzzles, solve_puzzle
 from grpo_agent.evaluation.reports import EvalReport
 from grpo_agent.evaluation.stats import (
     CP_CAP,
-    MATE_SCORE,
     ScoreStats,
     clamped_cp,
     move_accuracy,
     score_stats,
     win_percent,
 )
-
-ADJUDICATIONS = ("engine", "draw")
-
-
-def rules_termination(board: chess.Board) -> tuple[str, chess.Color | None] | None:
-    """``(reason, winner)`` if the game is over by the rules, else ``None``.
-
-    ``reason`` is the lower-case :class:`chess.Termination` name (``"checkmate"``,
-    ``"threefold_repetition"``, ...). Threefold repetition and the 50-move rule end the game as
-    soon as they can be claimed, as engine tournaments do (:func:`chess_env.rules.game_outcome`
-    with ``draw_rule="claim"``).
-    """
-    outcome = game_outcome(board, "claim")
-    return None if outcome is None else (outcome.termination.name.lower(), outcome.winner)
-
-
-@dataclass
-class GameRecord:
-    """One evaluation game, from the policy's point of view."""
-
-    opponent: str
-    index: int
-    start_fen: str
-    policy_color: str
-    """``"white"`` or ``"black"``."""
-    moves: list[str]
-    """UCI moves from ``start_fen``."""
-    result: str
-    """PGN result: ``1-0``, ``0-1`` or ``1/2-1/2``."""
-    termination: str
-    """``checkmate``, ``stalemate``, ``insufficient_material``, ``threefold_repetition``,
-    ``fifty_moves`` (or, from a start position already past them, ``fivefold_repetition`` and
-    ``seventyfive_moves``), ``illegal_move`` (the policy forfeits), ``adjudication_win`` or
-    ``adjudication_draw`` (at ``max_plies``)."""
-    score: float
-    """1 win, 0.5 draw, 0 loss for the policy."""
-    plies: int
-    illegal_move: str | None = None
-
-    def board(self) -> chess.Board:
-        """The final position, with the game's moves on the move stack."""
-        board = chess.Board(self.start_fen)
-        for uci in self.moves:
-            board.push_uci(uci)
-        return board
-
-    def to_pgn(self, headers: dict[str, str]) -> chess.pgn.Game:
-        """A PGN game (``FEN``/``SetUp`` for non-standard starts) with ``headers`` and the result."""
-        game = chess.pgn.Game.from_board(self.board())
-        game.headers.update(headers)
-        game.headers["Result"] = self.result
-        if self.termination == "illegal_move":
-            game.headers["Termination"] = "rules infraction"
-        else:
-            game.headers["Termination"] = "adjudication" if self.termination.startswith("adjudication") else "normal"
-        game.headers["TerminationDetail"] = self.termination
-        game.headers["PlyCount"] = str(self.plies)
-        if self.illegal_move is not None:
-            game.comment = f"the policy played the illegal move {self.illegal_move} and forfeits"
-        return game
-
 
 @dataclass
 class MatchResult:
@@ -276,7 +220,7 @@ class Evaluator:
         if opponent.is_engine:  # a UCI_Elo out of the engine's range fails here, not in a worker
             self._pool.submit(lambda: self._players.get().check(opponent.strength)).result()
         limit = opponent.limit(engine_limit(config.engine_depth, config.engine_movetime))
-        fens = _draw_positions(positions, (games + 1) // 2, np.random.default_rng(config.seed))
+        fens = draw_positions(positions, (games + 1) // 2, np.random.default_rng(config.seed))
         # One seed stream per game, split between the policy and a random opponent, so results do
         # not depend on which worker plays which game.
         streams = np.random.SeedSequence(config.seed).spawn(games)
@@ -299,45 +243,18 @@ class Evaluator:
     def _play_game(self, move_fn: MoveFn, opponent: Opponent, limit: chess.engine.Limit | None,
                    rng: np.random.Generator, fen: str, policy_color: chess.Color, index: int,
                    config: EvalConfig) -> GameRecord:
-        board = chess.Board(fen)
-        random_opponent = RandomPolicy(rng)
         player = self._players.get()
-        game_token = object()  # a new python-chess "game": Stockfish gets ucinewgame (clean hash)
-        illegal = None
-        winner: chess.Color | None
-        while True:
-            ended = rules_termination(board)
-            if ended is not None:
-                reason, winner = ended
-                break
-            if len(board.move_stack) >= config.max_plies:
-                reason, winner = self._adjudicate(board, config)
-                break
-            if board.turn == policy_color:
-                move = move_fn(board.copy())
-                if move is None or move not in board.legal_moves:
-                    illegal = str(move)
-                    reason, winner = "illegal_move", not policy_color
-                    break
-            elif opponent.is_engine:
-                move = player.play(board, limit, strength=opponent.strength, game=game_token)
-            else:
-                move = random_opponent(board)
-            board.push(move)
-        result = "1/2-1/2" if winner is None else ("1-0" if winner == chess.WHITE else "0-1")
-        score = 0.5 if winner is None else float(winner == policy_color)
-        return GameRecord(opponent.name, index, fen, "white" if policy_color == chess.WHITE else "black",
-                          [m.uci() for m in board.move_stack], result, reason, score, len(board.move_stack), illegal)
+        if opponent.is_engine:
+            game_token = object()  # a new python-chess "game": Stockfish gets ucinewgame (clean hash)
 
-    def _adjudicate(self, board: chess.Board, config: EvalConfig) -> tuple[str, chess.Color | None]:
-        if config.adjudicate == "draw":
-            return "adjudication_draw", None
-        info = self._players.get().analyse(board, chess.engine.Limit(depth=config.adjudicate_depth), game=object())
-        white = info["score"].white()
-        cp = white.score(mate_score=MATE_SCORE)
-        if white.is_mate() or abs(cp) >= config.adjudicate_cp:
-            return "adjudication_win", chess.WHITE if cp > 0 else chess.BLACK
-        return "adjudication_draw", None
+            def opponent_move(board: chess.Board) -> chess.Move:
+                return player.play(board, limit, strength=opponent.strength, game=game_token)
+        else:
+            opponent_move = RandomPolicy(rng)
+        judge = player if config.adjudicate == "engine" else None
+        game = play_game(fen, {policy_color: move_fn, not policy_color: opponent_move}, config.max_plies,
+                         lambda board: adjudicate(board, judge, config.adjudicate_cp, config.adjudicate_depth))
+        return GameRecord.from_game(game, opponent.name, index, fen, policy_color)
 
     # -- ACPL -----------------------------------------------------------------------------------
 
@@ -399,13 +316,13 @@ class Evaluator:
         config.validate()
         started = time.perf_counter()
         report = EvalReport(policy_name, config, self.engine_name)
-        positions = _resolve_positions(config.positions)
+        positions = resolve_positions(config.positions)
         if config.games:
             for spec in config.opponents:
                 report.matches.append(self.play_match(policy, spec, config.games, positions, config))
         if config.acpl_positions != 0:
             n = len(positions) if config.acpl_positions is None else config.acpl_positions
-            fens = _draw_positions(positions, n, np.random.default_rng([config.seed, 1]))
+            fens = draw_positions(positions, n, np.random.default_rng([config.seed, 1]))
             report.acpl = self.acpl(policy, fens, config.acpl_depth, config.deterministic, config.seed)
         if config.puzzles != 0:
             chosen = select_puzzles(read_puzzles(config.puzzle_file), config.puzzles,
@@ -413,22 +330,3 @@ class Evaluator:
             report.puzzles = self.puzzles(policy, chosen, config.deterministic, config.seed)
         report.seconds = time.perf_counter() - started
         return report
-
-
-def _resolve_positions(spec: Any) -> Sequence[str]:
-    if isinstance(spec, (list, tuple)) and all(isinstance(f, str) for f in spec):
-        return [chess.Board(f).fen() for f in spec]
-    from chess_env.positions import load_positions
-
-    return list(load_positions(spec))
-
-
-def _draw_positions(positions: Sequence[str], n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` positions without replacement, reshuffling and cycling when ``n`` exceeds the set."""
-    if not positions:
-        raise ValueError("the position set is empty")
-    out: list[str] = []
-    while len(out) < n:
-        order = rng.permutation(len(positions))[: n - len(out)]
-        out.extend(positions[int(i)] for i in order)
-    return out

@@ -20,7 +20,7 @@ import chess
 import chess.engine
 import numpy as np
 
-from chess_env.encoding import decode_action, legal_action_mask, observation, observation_channels
+from chess_env.encoding import decode_action, legal_action_mask, legal_actions, observation, observation_channels
 from chess_env.engine import EnginePlayer, Strength, find_stockfish
 from chess_env.opponents import MoveFn, RandomOpponent
 
@@ -138,6 +138,10 @@ class EnginePolicy:
         # full strength equals the ACPL judge's best move at the same depth.
         return self._players.get().play(board, self.limit, game=object())
 
+    def describe(self) -> str:
+        """A player name for PGN headers, e.g. ``Stockfish 15.1 (skill 0, depth 5)`` (starts this thread's engine)."""
+        return self.opponent.describe(self._players.get().name, self.limit)
+
     def close(self) -> None:
         """Stop the engine processes."""
         self._players.close()
@@ -160,6 +164,33 @@ def infer_history(model: Any) -> int:
             return history
     raise ValueError(f"model observation shape {shape} matches no chess_env observation (C, 8, 8) "
                      f"with C = observation_channels(history)")
+
+
+def policy_log_probs(model: Any, board: chess.Board, history: int | None = None) -> tuple[list[chess.Move], np.ndarray]:
+    """The legal moves of ``board`` and the model's log-probabilities of them, at temperature 1.
+
+    The distribution is the model policy's own masked one (``policy.get_distribution`` with the
+    legal-move mask: GRPO's :class:`~grpo_agent.policies.GRPOPolicy` or MaskablePPO's), on the
+    observation of ``board`` with ``history`` positions from its move stack (default: the model's,
+    :func:`infer_history`). The log-probabilities sum to 1 in probability over the returned moves.
+
+    Raises:
+        ValueError: ``board`` has no legal move.
+    """
+    import torch
+
+    actions = legal_actions(board)
+    if len(actions) == 0:
+        raise ValueError(f"no legal move in {board.fen()!r}")
+    history = infer_history(model) if history is None else history
+    policy = model.policy
+    obs, _ = policy.obs_to_tensor(observation(board, history))
+    mask = legal_action_mask(board)[None]
+    with _MODEL_LOCK, torch.no_grad():
+        policy.set_training_mode(False)
+        # Categorical's logits are normalised log-probabilities; masked actions sit at about -1e8.
+        log_probs = policy.get_distribution(obs, action_masks=mask).distribution.logits[0].cpu().numpy()
+    return [decode_action(board, int(a)) for a in actions], log_probs[actions].astype(np.float64)
 
 
 class _ModelMoveFn:

@@ -113,7 +113,8 @@ def write_artifacts(report: EvalReport, out_dir: str | os.PathLike, svg: bool = 
     return json_path
 
 
-_SHORT_TERMINATIONS = {"checkmate": "mate", "stalemate": "stalemate", "insufficient_material": "material",
+#: Short names of game endings for tables.
+SHORT_TERMINATIONS = {"checkmate": "mate", "stalemate": "stalemate", "insufficient_material": "material",
                        "threefold_repetition": "3-fold", "fifty_moves": "50-move", "fivefold_repetition": "5-fold",
                        "seventyfive_moves": "75-move", "illegal_move": "illegal",
                        "adjudication_win": "adj-win", "adjudication_draw": "adj-draw"}
@@ -143,7 +144,7 @@ def print_report(report: EvalReport, console: Any = None) -> None:
                             f"{s.score_low:.2f}-{s.score_high:.2f}", elo, elo_ci)
             lengths = match.lengths
             games.add_row(match.opponent, f"{lengths['mean']:.0f}", f"{lengths['median']:.0f}", str(lengths["min"]),
-                          str(lengths["max"]), ", ".join(f"{_SHORT_TERMINATIONS.get(k, k)} {v}"
+                          str(lengths["max"]), ", ".join(f"{SHORT_TERMINATIONS.get(k, k)} {v}"
                                                           for k, v in match.terminations.items()))
         console.print(results)
         for match in report.matches:
