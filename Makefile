@@ -32,7 +32,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/env_throughput.py
+	$(BIN)/python -m benchmarks.env_throughput
 
 clean:
 	rm -rf $(VENV) *.egg-info

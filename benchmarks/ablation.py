@@ -1,6 +1,6 @@
 """GRPO ablation grid: learning rate x entropy coefficient x advantage scaling, with collapse metrics.
 
-Run: ``python benchmarks/ablation.py --preset laptop`` (or ``grpo-chess sweep --preset laptop``).
+Run: ``python -m benchmarks.ablation --preset laptop`` (or ``grpo-chess sweep --preset laptop``).
 
 Each cell is one short GRPO run (the env and network of ``compare_ppo.py``'s preset, the GRPO defaults
 otherwise: ``advantage="step"``, ``train_plies="mover"``, clip 0.2/0.28, no KL penalty) with one
@@ -36,11 +36,9 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks.common`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import common  # noqa: E402
-from benchmarks.compare_ppo import PRESETS as COMPARE_PRESETS  # noqa: E402
+from benchmarks import common
+from grpo_agent.save_util import write_json
+from benchmarks.compare_ppo import PRESETS as COMPARE_PRESETS
 
 SCALES = ("none", "std", "rms")
 METRICS = ("entropy", "entropy_norm", "agreement", "approx_kl", "kl_ref", "clip_fraction", "group_step_reward_std")
@@ -127,7 +125,7 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
         "acpl": acpl, "acpl_positions": grid["acpl"]["positions"], "acpl_depth": grid["acpl"]["depth"],
         "acpl_seconds": acpl_seconds, "curve": curve,
     }
-    common.write_json(Path(job["path"]), record)
+    write_json(Path(job["path"]), record)
     return record
 
 
@@ -258,7 +256,7 @@ def run(preset_name: str, out_dir: Path, workers: int | None = None, budget_plie
         "collapsed": [c["cell"] for c in cells if c["collapsed"]],
         "cells": [{k: v for k, v in c.items() if k != "curve"} for c in cells],
     }
-    common.write_json(out_dir / f"ablation_{preset_name}.json", summary)
+    write_json(out_dir / f"ablation_{preset_name}.json", summary)
     plot_heatmaps(cells, grid, [("entropy_norm", "final entropy_norm", "viridis", 0.0, 1.0),
                                 ("agreement", "final group action agreement", "magma_r", 0.0, 1.0)],
                   out_dir / f"ablation_{preset_name}_collapse.png",
@@ -270,9 +268,9 @@ def run(preset_name: str, out_dir: Path, workers: int | None = None, budget_plie
     return summary
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of the grid (shared with ``grpo-chess sweep``)."""
-    parser = parser or argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the grid."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="laptop")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results folder")
     parser.add_argument("--workers", type=int, default=None, help="parallel cells (default: the core count)")
@@ -286,15 +284,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run with the parsed arguments of :func:`build_parser` (``grpo-chess sweep``)."""
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     run(args.preset, args.out, args.workers, args.budget_plies, args.learning_rates, args.ent_coefs, args.scales,
         args.entropy_threshold, args.agreement_threshold, args.force)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_from_args(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

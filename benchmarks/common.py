@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from grpo_agent.save_util import json_default
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: 95% two-sided normal quantile; Student t quantiles for small seed counts below.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -50,22 +52,6 @@ def mean_ci(values: Sequence[float]) -> dict[str, float]:
     sd = statistics.stdev(vals)
     t = _T95.get(len(vals) - 1, 1.96)
     return {"mean": statistics.fmean(vals), "ci": t * sd / math.sqrt(len(vals)), "n": len(vals)}
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a crash never leaves a half-written file that would count as finished)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def machine_info() -> dict[str, Any]:
@@ -323,7 +309,7 @@ def load_finished(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    same = all(json.loads(json.dumps(value, default=_json_default)) == record.get(key)
+    same = all(json.loads(json.dumps(value, default=json_default)) == record.get(key)
                for key, value in settings.items())
     return record if same else None
 

@@ -1,6 +1,6 @@
 """GRPO vs sb3-contrib MaskablePPO on one environment, the same network and the same ply budget.
 
-Run: ``python benchmarks/compare_ppo.py --preset laptop`` (or ``grpo-chess bench compare --preset laptop``).
+Run: ``python -m benchmarks.compare_ppo --preset laptop`` (or ``grpo-chess bench compare --preset laptop``).
 
 What is held equal (per preset):
 
@@ -38,10 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks.common`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import common  # noqa: E402
+from benchmarks import common
+from grpo_agent.save_util import write_json
 
 ALGOS = ("grpo", "maskable_ppo")
 
@@ -127,7 +125,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "n_parameters": sum(p.numel() for p in model.policy.parameters()),
         "initial": initial, "final": final, "curve": model.curve, "machine": common.machine_info(),
     }
-    common.write_json(Path(job["path"]), record)
+    write_json(Path(job["path"]), record)
     return record
 
 
@@ -304,16 +302,16 @@ def run(preset_name: str, out_dir: Path, seeds: list[int] | None = None, workers
     records += common.run_jobs(run_one, jobs, n_workers, done)
     records.sort(key=lambda r: (r["seed"], ALGOS.index(r["algo"])))
     summary = {"preset": preset_name, "settings": preset, "machine": common.machine_info(), **summarize(records)}
-    common.write_json(out_dir / f"compare_{preset_name}.json", summary)
+    write_json(out_dir / f"compare_{preset_name}.json", summary)
     plot_curves(records, out_dir / f"compare_{preset_name}_curves.png")
     if not quiet:
         print_table(summary, f"GRPO vs MaskablePPO ({preset_name} preset, {len(preset['seeds'])} seeds)")
     return summary
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Arguments of the comparison (shared with ``grpo-chess bench compare``)."""
-    parser = parser or argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="laptop")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
@@ -323,14 +321,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run with the parsed arguments of :func:`build_parser` (``grpo-chess bench compare``)."""
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     run(args.preset, args.out, args.seeds, args.workers, args.budget_plies, args.force)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_from_args(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Measure the Stockfish pool: reset cost, raw-pipe fast path vs python-chess, process scaling.
 
-Run: ``python benchmarks/engine_fastpath.py [--positions 64] [--out benchmarks/results/engine_fastpath.json]``.
+Run: ``python -m benchmarks.engine_fastpath [--positions 64] [--out benchmarks/results/engine_fastpath.json]``.
 Every number is wall-clock milliseconds per evaluation on distinct, non-terminal positions from
 seeded random games (the cache is off, so every evaluation is a search): the best of ``--rounds``
 interleaved rounds, and the median. The fast-path comparison
@@ -21,7 +21,8 @@ from pathlib import Path
 import chess
 import chess.engine
 
-from chess_env.engine import StockfishPool, _go_command, _limit_key, _UciProcess, find_stockfish
+from chess_env.engine import StockfishPool, find_stockfish
+from chess_env.engine.uci import UciProcess, go_command, limit_key
 
 
 def random_positions(n: int, seed: int = 0) -> list[chess.Board]:
@@ -61,10 +62,10 @@ def interleaved_ms(fns: dict[str, Callable[[list[chess.Board]], object]], boards
 
 
 def raw_pipe(depth: int, reset: bytes, hash_mb: int, stack: ExitStack) -> Callable[[list[chess.Board]], object]:
-    engine = _UciProcess(find_stockfish(), hash_mb, reset=reset)
+    engine = UciProcess(find_stockfish(), hash_mb, reset=reset)
     stack.callback(engine.close)
     engine.handshake(10.0)
-    go = _go_command(_limit_key(chess.engine.Limit(depth=depth)))
+    go = go_command(limit_key(chess.engine.Limit(depth=depth)))
 
     def search(board: chess.Board) -> tuple[bool, int]:
         engine.send(board.epd() + " 0 1", go)

@@ -1,6 +1,6 @@
 """Env throughput: plies/s of ChessVectorEnv with Stockfish shaping, beside three baselines.
 
-Run: ``python benchmarks/env_throughput.py [--quick] [--out benchmarks/results/env_throughput.json]``
+Run: ``python -m benchmarks.env_throughput [--quick] [--out benchmarks/results/env_throughput.json]``
 (``make bench``). Every run plays uniformly random legal moves (self-play, from the initial
 position, ``max_plies=200``, NEXT_STEP autoreset), picking the moves included in the time:
 

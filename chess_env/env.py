@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 import chess
 import chess.engine
@@ -19,6 +19,23 @@ from chess_env.rules import DRAW_RULES, game_outcome, result_for
 
 AGENT_COLORS = ("white", "black", "alternate")
 ILLEGAL_ACTIONS = ("lose", "raise")
+START_ATTEMPTS = 100
+"""Start positions a reset draws, at most, before refusing a set whose every start the opponent's reply ends."""
+
+
+class Opening(NamedTuple):
+    """How a game starts: the start position and the opponent's reply to it, if the opponent opens.
+
+    A group reset of :class:`~chess_env.vector.ChessVectorEnv` has the group's first game find its
+    opening and every other game replay it, so that the whole group starts from one position.
+    """
+
+    start: chess.Board
+    """The start position, before the reply (with the move stack it was given)."""
+    reply: chess.Move | None
+    """The opponent's first move, or None when the agent (or self-play) moves first."""
+    resampled: int = 0
+    """Start positions drawn and discarded before this one because the opponent's reply ended them."""
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> Any:
@@ -70,6 +87,10 @@ class ChessEnv(gym.Env):
         engine_path: the Stockfish binary (default: ``STOCKFISH_PATH``, ``PATH``,
             ``/usr/games/stockfish``).
         render_mode: ``"ansi"`` (Unicode board) or ``"rgb_array"``.
+
+    Attributes:
+        resampled_starts: start positions this environment drew and discarded, over all its resets,
+            because the opponent's opening reply ended the game (see :meth:`reset`); for the logger.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 2}
@@ -136,6 +157,8 @@ class ChessEnv(gym.Env):
         self._outcome: chess.Outcome | None = None
         self._done = True
         self._resets = 0
+        self.resampled_starts = 0
+        self._opening: Opening | None = None  # how the current game started (see _begin_reset)
         self._mask: np.ndarray | None = None  # the last legal-move mask, for the position ``_mask_key``
         self._mask_key: tuple | None = None
 
@@ -164,14 +187,36 @@ class ChessEnv(gym.Env):
         ``options["board"]`` keeps the board's move stack (history planes, repetitions).
         ``options["agent_color"]`` (``"white"`` or ``"black"``) sets the agent's colour for this game
         only, overriding ``agent_color`` (the vector env uses it to give a whole group one colour).
+
+        When the opponent has the move in the start position it plays its reply here (``info["ply"]``
+        is then 1). A start drawn from ``start_positions`` that the reply ends (e.g. a puzzle in which
+        the opponent mates in one) is discarded and another one drawn: ``info["resampled_starts"]``
+        counts the discards of this reset, :attr:`resampled_starts` those of every reset.
+
+        Raises:
+            ValueError: an unknown option or colour, an invalid FEN or position, a start that is over
+                before any move, a ``"fen"``/``"board"`` start that the opponent's reply ends (the
+                message names the start's FEN and the reply in SAN and UCI), or
+                :data:`START_ATTEMPTS` drawn starts in a row that the reply ends.
         """
         pending = self._submit(self._begin_reset(seed, options))
-        obs, info = self._observe()  # while the engine searches
+        obs, info = self._observe(reset=True)  # while the engine searches
         self._end_reset(_first(pending))
         return obs, info
 
-    def _begin_reset(self, seed: int | None, options: dict[str, Any] | None) -> chess.Board | None:
-        """Set up the start position; return the board to evaluate, or None when no engine call is needed."""
+    def _begin_reset(
+        self,
+        seed: int | None,
+        options: dict[str, Any] | None,
+        drawn: str | None = None,
+        opening: Opening | None = None,
+    ) -> chess.Board | None:
+        """Set up the start position; return the board to evaluate, or None when no engine call is needed.
+
+        ``drawn`` is a start the caller drew from ``start_positions`` in place of this env's own draw
+        (the vector env's group starts). ``opening`` is another game's :class:`Opening` to replay: its
+        start and the opponent's reply to it, without asking this env's opponent.
+        """
         super().reset(seed=seed)
         if isinstance(self.opponent, RandomOpponent):
             self.opponent.rng = self.np_random
@@ -179,17 +224,6 @@ class ChessEnv(gym.Env):
         unknown = set(options) - {"fen", "board", "agent_color"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'fen', 'board' or 'agent_color'")
-        if "board" in options:
-            self.board = options["board"].copy()
-        elif "fen" in options:
-            try:
-                self.board = chess.Board(options["fen"])
-            except ValueError as exc:
-                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
-        else:
-            self.board = chess.Board(self.start_positions.sample(self.np_random, 1)[0])
-        if not self.board.is_valid():
-            raise ValueError(f"invalid position {self.board.fen()!r}: {self.board.status()!r}")
         if "agent_color" in options:
             color = _choice("agent_color", options["agent_color"], AGENT_COLORS[:2])
             self.agent = chess.WHITE if color == "white" else chess.BLACK
@@ -198,14 +232,65 @@ class ChessEnv(gym.Env):
         else:
             self.agent = chess.WHITE if self.agent_color == "white" else chess.BLACK
         self._resets += 1
+        self._opening = opening if opening is not None else self._find_opening(options, drawn)
+        self.board = self._opening.start.copy()
         self.ply = 0
-        self._outcome = game_outcome(self.board, self.draw_rule)
-        if self.opponent is not None and self._outcome is None and self.board.turn != self.agent:
-            self._push(self.opponent(self.board))
-        if self._outcome is not None:
-            raise ValueError(f"the game is already over in the start position {self.board.fen()!r}")
+        self._outcome = None  # _find_opening checked that the game goes on
+        if self._opening.reply is not None:
+            self._push(self._opening.reply)
         self._done = False
         return self.board if self.shaping else None
+
+    def _find_opening(self, options: dict[str, Any], drawn: str | None) -> Opening:
+        """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it.
+
+        A drawn start that the reply ends (a puzzle whose mate is the opponent's) is drawn again, at
+        most :data:`START_ATTEMPTS` times in all, and counted in :attr:`resampled_starts`; a start the
+        caller chose is refused instead, as is a start that is over before any move.
+        """
+        if "board" in options:
+            board = options["board"].copy()
+        elif "fen" in options:
+            try:
+                board = chess.Board(options["fen"])
+            except ValueError as exc:
+                raise ValueError(f"invalid FEN {options['fen']!r}: {exc}") from exc
+        else:
+            board = chess.Board(drawn if drawn is not None else self._draw_start())
+        chosen = "board" in options or "fen" in options
+        for resampled in range(START_ATTEMPTS):
+            if resampled:
+                board = chess.Board(self._draw_start())
+            if not board.is_valid():
+                raise ValueError(f"invalid position {board.fen()!r}: {board.status()!r}")
+            outcome = game_outcome(board, self.draw_rule)
+            if outcome is not None:
+                raise ValueError(
+                    f"the start position {board.fen()!r} is already over ({_termination(outcome)}): no move is left to play"
+                )
+            reply = None
+            if self.opponent is not None and board.turn != self.agent:
+                reply = self.opponent(board)
+                board.push(reply)
+                outcome = game_outcome(board, self.draw_rule)
+                board.pop()
+            if outcome is None:
+                self.resampled_starts += resampled
+                return Opening(board, reply, resampled)
+            if chosen:
+                raise ValueError(
+                    f"the opponent's reply {board.san(reply)} ({reply.uci()}) to the start position {board.fen()!r} "
+                    f"ends the game ({_termination(outcome)}), leaving the agent no move; start from a position "
+                    "where the game goes on after the reply"
+                )
+        raise ValueError(
+            f"the opponent's opening reply ended the game in every one of the {START_ATTEMPTS} start positions "
+            f"drawn from {self.start_positions!r}; the last: {board.fen()!r}, reply {board.san(reply)} ({reply.uci()}), "
+            f"{_termination(outcome)}"
+        )
+
+    def _draw_start(self) -> str:
+        return self.start_positions.sample(self.np_random, 1)[0]
 
     def _end_reset(self, score: chess.engine.PovScore | None) -> None:
         """Take the start position's value from its engine score (None when none was needed)."""
@@ -290,9 +375,15 @@ class ChessEnv(gym.Env):
             self._mask, self._mask_key = legal_action_mask(self.board), key
         return self._mask.copy()
 
-    def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The observation and info of the current position: everything of a step but the engine's part."""
-        return self._observation(), self._info()
+    def _observe(self, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        """The observation and info of the current position: everything of a step but the engine's part.
+
+        ``reset``: the info is a reset's, which also says how many starts were discarded before this one.
+        """
+        info = self._info()
+        if reset:
+            info["resampled_starts"] = self._opening.resampled
+        return self._observation(), info
 
     def _observation(self) -> np.ndarray:
         return observation(self.board, self.history)
@@ -300,7 +391,7 @@ class ChessEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         return {
             "outcome": self._outcome,
-            "termination": self._outcome.termination.name.lower() if self._outcome else None,
+            "termination": _termination(self._outcome) if self._outcome else None,
             "illegal_action": False,
             "fen": self.board.fen(),
             "ply": self.ply,
@@ -345,6 +436,11 @@ class ChessEnv(gym.Env):
         state["_engine"] = None
         state["_owns_engine"] = True
         return state
+
+
+def _termination(outcome: chess.Outcome) -> str:
+    """How ``outcome`` ended the game, as in ``info["termination"]``: ``"checkmate"``, ``"stalemate"``..."""
+    return outcome.termination.name.lower()
 
 
 def _first(pending: Future | None) -> chess.engine.PovScore | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Callable, Union
 
 import chess
-import chess.engine
 import numpy as np
 
-from chess_env.engine import find_stockfish
+from chess_env.engine import EnginePlayer, Strength
 
 MoveFn = Callable[[chess.Board], chess.Move]
 OpponentSpec = Union[str, MoveFn]
@@ -26,84 +25,6 @@ class RandomOpponent:
         return moves[int(self.rng.integers(len(moves)))]
 
 
-class StockfishOpponent:
-    """Plays Stockfish's move at a skill level, an Elo, a depth, a node count or a move time.
-
-    Args:
-        skill: Stockfish ``Skill Level`` (0-20).
-        elo: ``UCI_Elo`` with ``UCI_LimitStrength`` (Stockfish accepts about 1320-3190).
-        depth: search depth limit.
-        nodes: node limit.
-        movetime: seconds per move. When no limit is given, depth 1 is used.
-        path: the Stockfish binary; found with :func:`chess_env.engine.find_stockfish` by default.
-
-    The engine process starts on the first move, is restarted once if it dies, and is not pickled
-    (a copy in another process starts its own).
-    """
-
-    def __init__(
-        self,
-        skill: int | None = None,
-        elo: int | None = None,
-        depth: int | None = None,
-        nodes: int | None = None,
-        movetime: float | None = None,
-        path: str | None = None,
-    ) -> None:
-        if skill is not None and not 0 <= skill <= 20:
-            raise ValueError(f"opponent_skill {skill!r} is outside Stockfish's range 0-20")
-        self.options: dict[str, Any] = {"Threads": 1, "Hash": 16}
-        if skill is not None:
-            self.options["Skill Level"] = skill
-        if elo is not None:
-            self.options.update({"UCI_LimitStrength": True, "UCI_Elo": elo})
-        if depth is None and nodes is None and movetime is None:
-            depth = 1
-        self.limit = chess.engine.Limit(depth=depth, nodes=nodes, time=movetime)
-        self.path = find_stockfish(path)
-        self._engine: chess.engine.SimpleEngine | None = None
-
-    def _start(self) -> chess.engine.SimpleEngine:
-        engine = chess.engine.SimpleEngine.popen_uci(self.path)
-        try:
-            engine.configure(self.options)
-        except chess.engine.EngineError as exc:
-            engine.quit()
-            raise ValueError(f"Stockfish at {self.path!r} rejected the opponent options {self.options}: {exc}") from exc
-        return engine
-
-    def __call__(self, board: chess.Board) -> chess.Move:
-        for attempt in range(2):
-            if self._engine is None:
-                self._engine = self._start()
-            try:
-                move = self._engine.play(board, self.limit).move
-                if move is not None:
-                    return move
-            except (chess.engine.EngineTerminatedError, chess.engine.EngineError):
-                if attempt:
-                    raise
-            self.close()
-        raise chess.engine.EngineError(f"Stockfish returned no move for {board.fen()!r}")
-
-    def close(self) -> None:
-        """Stop the engine process, if running."""
-        if self._engine is not None:
-            try:
-                self._engine.quit()
-            except (chess.engine.EngineTerminatedError, chess.engine.EngineError, TimeoutError):
-                self._engine.close()
-            self._engine = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_engine"] = None
-        return state
-
-    def __del__(self) -> None:
-        self.close()
-
-
 def make_opponent(
     spec: OpponentSpec,
     rng: np.random.Generator | None = None,
@@ -114,8 +35,14 @@ def make_opponent(
 ) -> MoveFn | None:
     """Build the opponent named by ``spec``; ``None`` for ``"self"`` (self-play).
 
+    ``spec`` is ``"self"``, ``"random"``, ``"stockfish"`` (at ``skill`` / ``elo`` / ``depth``, default
+    full strength at depth 1), a Stockfish strength spec such as ``"sf:skill=0"`` or ``"elo=1500"``
+    (see :class:`chess_env.engine.Strength`), or a callable ``board -> chess.Move``. Stockfish
+    opponents are :class:`chess_env.engine.EnginePlayer` instances.
+
     Raises:
-        ValueError: ``spec`` is neither a known name nor callable.
+        ValueError: ``spec`` is none of these, a strength is out of range, or ``skill`` / ``elo`` /
+            ``depth`` are given with a spec other than ``"stockfish"``.
     """
     if callable(spec):
         return spec
@@ -124,5 +51,15 @@ def make_opponent(
     if spec == "random":
         return RandomOpponent(rng)
     if spec == "stockfish":
-        return StockfishOpponent(skill=skill, elo=elo, depth=depth, path=engine_path)
-    raise ValueError(f"unknown opponent {spec!r}; expected one of {OPPONENTS} or a callable board -> chess.Move")
+        return EnginePlayer(Strength(skill=skill, elo=elo, depth=depth), engine_path)
+    expected = (f"expected one of {OPPONENTS}, a Stockfish strength spec such as 'sf:skill=0' or 'elo=1500', "
+                "or a callable board -> chess.Move")
+    if not isinstance(spec, str):
+        raise ValueError(f"unknown opponent {spec!r}: {expected}")
+    try:
+        strength = Strength.parse(spec)
+    except ValueError as exc:
+        raise ValueError(f"unknown opponent {spec!r}: {expected} ({exc})") from None
+    if (skill, elo, depth) != (None, None, None):
+        raise ValueError(f"opponent {spec!r} sets its own strength: opponent_skill/elo/depth go with 'stockfish'")
+    return EnginePlayer(strength, engine_path)

@@ -31,18 +31,19 @@ rule). Bad input raises ``ValueError`` naming the file, the line number and the 
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, overload
+from typing import overload
 
 import chess
 import chess.engine
 import chess.pgn
 import numpy as np
+
+from chess_env.puzzles import read_puzzles
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_FILE = DATA_DIR / "start_positions.epd"
@@ -316,65 +317,9 @@ def _leading_blank_lines(text: str, offset: int) -> int:
     return count
 
 
-class Puzzle(NamedTuple):
-    """One Lichess puzzle, already advanced by the opponent's first move.
-
-    ``fen`` is the position the solver faces; ``solution`` the solver's moves and the forced
-    replies in UCI, starting with the solver's first move.
-    """
-
-    puzzle_id: str
-    fen: str
-    solution: tuple[str, ...]
-    rating: int | None
-
-
-def read_puzzles(path: str | os.PathLike) -> list[Puzzle]:
-    """Read a Lichess puzzle CSV (``PuzzleId,FEN,Moves,Rating,...``, header line required).
-
-    In the Lichess format ``FEN`` is the position *before* the opponent's move and ``Moves``
-    starts with that move, so the first move is applied here: the returned position is the one
-    the solver faces, with the solver to move.
-
-    Raises:
-        ValueError: missing columns, an invalid FEN, or a first move that is not legal (named
-            with file, line number and the row's text).
-    """
-    path = Path(path)
-    puzzles = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"FEN", "Moves"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}:1: not a Lichess puzzle CSV, missing column(s) {sorted(missing)} "
-                             f"in header {reader.fieldnames!r}")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            fen, moves = (row.get("FEN") or "").strip(), (row.get("Moves") or "").split()
-            try:
-                board = chess.Board(fen)
-            except ValueError as exc:
-                raise ValueError(f"{where}: invalid FEN {fen!r}: {exc}") from exc
-            _checked_board(board, where, fen)
-            if len(moves) < 2:
-                raise ValueError(f"{where}: puzzle needs the opponent's move and a solution, "
-                                 f"got Moves {row.get('Moves')!r}")
-            try:
-                board.push(board.parse_uci(moves[0]))
-            except ValueError as exc:
-                raise ValueError(f"{where}: first move {moves[0]!r} is not legal in {fen!r}: {exc}") from exc
-            _checked_board(board, where, f"{fen} after {moves[0]}")
-            rating = row.get("Rating", "").strip()
-            puzzles.append(Puzzle(row.get("PuzzleId", "").strip(), board.fen(), tuple(moves[1:]),
-                                  int(rating) if rating.isdigit() else None))
-    if not puzzles:
-        raise ValueError(f"{path}: no puzzles in file")
-    return puzzles
-
-
 def load_puzzle_csv(path: str | os.PathLike) -> PositionSet:
-    """The positions the solvers face in a Lichess puzzle CSV (see :func:`read_puzzles`)."""
-    return PositionSet._from_checked([p.fen for p in read_puzzles(path)], str(path))
+    """The positions the solvers face in a Lichess puzzle CSV (see :func:`chess_env.puzzles.read_puzzles`)."""
+    return PositionSet._from_checked([p.board().fen() for p in read_puzzles(path)], str(path))
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import chess
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from chess_env.moves import PendingMoveValues, submit_move_values
 from chess_env.vector import ChessVectorEnv
 
 
@@ -41,6 +43,12 @@ class ChessVecEnv(VecEnv):
     Episode statistics for SB3's logger (``ep_rew_mean``): wrap it in
     ``stable_baselines3.common.vec_env.VecMonitor``.
 
+    **Group rollouts.** It also implements the group-rollout protocol that ``grpo_agent``'s collectors
+    consume (``docs/architecture.md``): :meth:`group_reset` starts ``B`` groups of ``G`` games from
+    shared positions, :meth:`group_step` plays one ply of every game with finished games padded until
+    the next reset, :meth:`action_masks`, :meth:`side_to_move` and :meth:`engine_stats` describe the
+    games. :meth:`reset` returns the games to SB3's same-step autoreset.
+
     Args:
         vector_env: the :class:`ChessVectorEnv` to adapt; available as ``.vector_env``.
     """
@@ -56,6 +64,7 @@ class ChessVecEnv(VecEnv):
     # Core API --------------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
         """Reset every game, with the seeds and options set since the last reset (used once)."""
+        self.vector_env.autoreset_mode = AutoresetMode.SAME_STEP
         obs, infos = self.vector_env.reset(seed=self._vector_seed(), options=self._vector_options())
         self.reset_infos = _split_infos(infos, self.num_envs)
         self._reset_seeds()
@@ -70,8 +79,8 @@ class ChessVecEnv(VecEnv):
         """Play the actions of :meth:`step_async`: ``(obs, rewards, dones, infos)``."""
         if self.vector_env.autoreset_mode != AutoresetMode.SAME_STEP:
             raise RuntimeError(
-                f"ChessVecEnv needs its vector env in AutoresetMode.SAME_STEP, "
-                f"found {self.vector_env.autoreset_mode!r}"
+                f"ChessVecEnv needs its vector env in AutoresetMode.SAME_STEP, found "
+                f"{self.vector_env.autoreset_mode!r} (after group_step(), call reset() before step())"
             )
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async()")
@@ -92,6 +101,67 @@ class ChessVecEnv(VecEnv):
     def close(self) -> None:
         """Close the vector env (and its engine pool if it started one)."""
         self.vector_env.close()
+
+    # The group-rollout protocol ------------------------------------------------------------
+    def group_reset(self, n_groups: int, group_size: int) -> np.ndarray:
+        """Start ``n_groups`` groups of ``group_size`` games; game ``i`` is member ``i % G`` of group ``i // G``.
+
+        Uses the seeds set by :meth:`seed` since the last reset (once), and pads finished games from now
+        until the next reset (:meth:`group_step`).
+
+        Returns:
+            the observations ``(num_envs, C, 8, 8)``; every member of a group sees the same one.
+        """
+        self.vector_env.autoreset_mode = AutoresetMode.DISABLED
+        obs, infos = self.vector_env.reset(
+            seed=self._vector_seed(), options={"groups": n_groups, "group_size": group_size}
+        )
+        self.reset_infos = _split_infos(infos, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def group_step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Play one ply of every game; a finished game is padded (its action ignored, reward 0, its
+        ``terminated``/``truncated`` repeated, its mask all False) until the next reset.
+
+        Returns:
+            ``(obs, rewards, terminated, truncated)``, each with ``num_envs`` rows; rewards are the
+            mover's (see :class:`~chess_env.ChessEnv`).
+        """
+        # Switching mode is safe at any time: it only decides what happens to games that have finished,
+        # and after SB3's reset (or a group_reset) none has.
+        self.vector_env.autoreset_mode = AutoresetMode.DISABLED
+        obs, rewards, terminated, truncated, _ = self.vector_env.step(np.asarray(actions, dtype=np.int64).reshape(-1))
+        return obs, rewards.astype(np.float32), terminated, truncated
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(num_envs, 4672)``: each game's legal moves (all False for a padded game)."""
+        return self.vector_env.action_masks()
+
+    def side_to_move(self) -> np.ndarray:
+        """Bool ``(num_envs,)``: True where White is to move (who plays each game's next ply)."""
+        return np.array([board.turn == chess.WHITE for board in self.vector_env.boards], dtype=bool)
+
+    def submit_move_values(self) -> PendingMoveValues:
+        """Start valuing every legal move of every game's current position (move groups); ``.result()`` gives
+        ``(num_envs, 4672)`` float32 values for the mover, ``nan`` at illegal entries (see :mod:`chess_env.moves`).
+
+        One MultiPV search per position at the env's shaping limit (``reward_depth`` / ``reward_nodes``), valued
+        with its ``reward_transform``; the searches run while the caller works. Don't step until the result is read.
+
+        Raises:
+            ValueError: the env has no engine (``shaping=False`` and no shared pool).
+        """
+        venv = self.vector_env
+        if venv.engine is None:
+            raise ValueError("move values need the engine: make the env with shaping=True or pass engine=StockfishPool(...)")
+        first = venv.envs[0]
+        return submit_move_values(venv.engine, venv.boards, venv.limit, first.reward_transform, first.cp_clip, first.draw_rule)
+
+    def engine_stats(self) -> dict[str, float]:
+        """The vector env's :meth:`~chess_env.ChessVectorEnv.engine_stats`: searches, cache hits and misses."""
+        return self.vector_env.engine_stats()
 
     # Attributes and methods of the games -----------------------------------------------------
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:

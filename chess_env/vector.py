@@ -35,7 +35,12 @@ class ChessVectorEnv(VectorEnv):
     * ``{"fens": [...]}``: one FEN per game;
     * ``{"groups": B, "group_size": G}`` with ``B * G == num_envs``: ``B`` start positions drawn
       (with replacement) from ``start_positions`` with the vector env's generator; game ``i`` starts
-      from position ``i // G``, so each group of ``G`` consecutive games shares its start (GRPO);
+      from position ``i // G``, so each group of ``G`` consecutive games shares its start (GRPO).
+      When the opponent has the move there, the group's first game asks it for the opening reply
+      and the others replay that move: the whole group begins from one position, with the same
+      move stack, ``ply``, observation, mask and shaping value (one opponent call per group). A
+      start that the reply ends is redrawn by the first game (:meth:`ChessEnv.reset`, counted in
+      :attr:`resampled_starts`), and the group still shares the replacement;
     * ``{"fen": f}``: every game from ``f``;
     * ``{"reset_mask": mask}`` (Gymnasium's partial reset, bool ``(num_envs,)``), alone or with
       ``"fen"``: only the masked games restart.
@@ -60,8 +65,9 @@ class ChessVectorEnv(VectorEnv):
 
     **Infos** are Gymnasium vector infos: a dict of arrays with a boolean ``"_key"`` array saying
     which games carry the key: ``action_mask`` (always), ``ply``, ``fen``, ``outcome``,
-    ``termination``, ``illegal_action``, and ``value_before`` / ``value_after`` (the mover's shaping
-    values) for games that moved this step with shaping on.
+    ``termination``, ``illegal_action``, ``resampled_starts`` for games that (re)started (see
+    :meth:`ChessEnv.reset`), and ``value_before`` / ``value_after`` (the mover's shaping values)
+    for games that moved this step with shaping on.
 
     Args:
         num_envs: number of games.
@@ -151,6 +157,15 @@ class ChessVectorEnv(VectorEnv):
         return [env.board for env in self.envs]
 
     @property
+    def resampled_starts(self) -> int:
+        """Start positions discarded because the opponent's opening reply ended the game, over all resets.
+
+        A group's discards are counted once (its first game draws the replacements). Each reset's own
+        count is in its infos, as ``resampled_starts`` (the same for every game of a group).
+        """
+        return sum(env.resampled_starts for env in self.envs)
+
+    @property
     def start_positions(self) -> Any:
         """The :class:`~chess_env.positions.PositionSet` that resets and group resets draw from."""
         return self.envs[0].start_positions
@@ -208,8 +223,8 @@ class ChessVectorEnv(VectorEnv):
         seeds = self._seeds(seed)
         if isinstance(seed, (int, np.integer)):
             self._np_random, self._np_random_seed = seeding.np_random(int(seed))
-        indices, env_options = self._reset_plan(dict(options or {}))
-        started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices])
+        indices, env_options, groups = self._reset_plan(dict(options or {}))
+        started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices], groups)
         infos: dict[str, Any] = {}
         for i, info in zip(indices, started):
             infos = self._add_env_info(infos, info, i)
@@ -219,12 +234,29 @@ class ChessVectorEnv(VectorEnv):
         return self._obs.copy(), infos
 
     def _restart(
-        self, indices: list[int], seeds: list[int | None], options: list[dict[str, Any] | None]
+        self,
+        indices: list[int],
+        seeds: list[int | None],
+        options: list[dict[str, Any] | None],
+        groups: tuple[int, list[str]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Start new games ``indices`` with one pool batch; return their infos."""
-        boards = [self.envs[i]._begin_reset(seed, opts) for i, seed, opts in zip(indices, seeds, options)]
+        """Start new games ``indices`` with one pool batch; return their infos.
+
+        ``groups``: ``(group_size, starts)`` of a group reset (``indices`` are then all the games, in
+        order). The group's first game sets out from its drawn start and asks its opponent for the
+        opening reply; the others replay that opening, so the whole group starts from one position.
+        """
+        boards = []
+        for i, seed, opts in zip(indices, seeds, options):
+            env = self.envs[i]
+            if groups is None:
+                boards.append(env._begin_reset(seed, opts))
+            elif i % groups[0] == 0:
+                boards.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
+            else:
+                boards.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
         pending = self._submit([board for board in boards if board is not None])
-        infos = [self._observe(i)[1] for i in indices]  # while the engines search
+        infos = [self._observe(i, reset=True)[1] for i in indices]  # while the engines search
         scores = iter(_scores(pending))
         for i, board in zip(indices, boards):
             self.envs[i]._end_reset(next(scores) if board is not None else None)
@@ -241,8 +273,10 @@ class ChessVectorEnv(VectorEnv):
             raise ValueError(f"got {len(seeds)} seeds {seeds!r} for num_envs={self.num_envs}")
         return seeds
 
-    def _reset_plan(self, options: dict[str, Any]) -> tuple[list[int], list[dict[str, Any]]]:
-        """Which games to reset, and each one's ChessEnv reset options."""
+    def _reset_plan(
+        self, options: dict[str, Any]
+    ) -> tuple[list[int], list[dict[str, Any]], tuple[int, list[str]] | None]:
+        """Which games to reset, each one's ChessEnv reset options, and a group reset's size and starts."""
         unknown = set(options) - set(_RESET_OPTIONS)
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected some of {list(_RESET_OPTIONS)}")
@@ -262,6 +296,7 @@ class ChessVectorEnv(VectorEnv):
                 raise ValueError(f"reset_mask cannot be combined with {starts}; use 'fen' or no start option")
             indices = [int(i) for i in np.flatnonzero(mask)]
         env_options: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        group_starts = None
         if "fen" in options:
             for opts in env_options:
                 opts["fen"] = options["fen"]
@@ -281,12 +316,12 @@ class ChessVectorEnv(VectorEnv):
                 )
             starts = self.start_positions.sample(self.np_random, int(groups))
             alternate = self.envs[0].opponent is not None and self.envs[0].agent_color == "alternate"
-            for i, opts in enumerate(env_options):
-                opts["fen"] = starts[i // size]
-                if alternate:
+            if alternate:
+                for i, opts in enumerate(env_options):
                     opts["agent_color"] = "white" if (self._group_resets + i // size) % 2 == 0 else "black"
             self._group_resets += 1
-        return indices, env_options
+            group_starts = (int(size), starts)
+        return indices, env_options, group_starts
 
     # Step ------------------------------------------------------------------------------------
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -333,7 +368,7 @@ class ChessVectorEnv(VectorEnv):
                 owners.append(i)
         pending = self._submit(boards)
         # Everything that does not depend on a score, while the engines search.
-        views = {i: self._observe(i) for i in range(self.num_envs) if kind[i] != "pad"}  # (obs, info)
+        views = {i: self._observe(i, kind[i] == "reset") for i in range(self.num_envs) if kind[i] != "pad"}
         scores = dict(zip(owners, _scores(pending)))
 
         infos: dict[str, Any] = {}
@@ -384,9 +419,9 @@ class ChessVectorEnv(VectorEnv):
         self._terminated[i], self._truncated[i] = terminated[i], truncated[i]
         self._needs_reset[i] = terminated[i] or truncated[i]
 
-    def _observe(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
-        """Game ``i``'s observation and info, its observation and mask copied into the stacked arrays."""
-        obs, info = self.envs[i]._observe()
+    def _observe(self, i: int, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+        """Game ``i``'s observation and info (a reset's if ``reset``), copied into the stacked arrays."""
+        obs, info = self.envs[i]._observe(reset)
         self._obs[i] = obs
         self._masks[i] = info["action_mask"]
         return obs, info

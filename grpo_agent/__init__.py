@@ -7,7 +7,8 @@
 """
 
 from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples
-from grpo_agent.grpo import GRPO, grpo_loss
+from grpo_agent.grpo import GRPO
+from grpo_agent.loss import grpo_loss
 from grpo_agent.policies import ChessResNet, ChessResNetPolicy, GRPOPolicy, MlpPolicy
 
 __all__ = [

@@ -30,6 +30,7 @@ instead of becoming +-1 as it would with the usual ``1e-8``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,6 +39,49 @@ AdvantageMode = Literal["step", "return", "outcome"]
 AdvantageScale = Literal["none", "std", "rms"]
 ADVANTAGE_MODES: tuple[str, ...] = ("step", "return", "outcome")
 ADVANTAGE_SCALES: tuple[str, ...] = ("none", "std", "rms")
+LOSS_AGGREGATIONS: tuple[str, ...] = ("token", "sequence")
+
+
+def _check_options(advantage: str, scale: str, eps: float, gamma: float) -> None:
+    if advantage not in ADVANTAGE_MODES:
+        raise ValueError(f"advantage must be one of {ADVANTAGE_MODES}, got {advantage!r}")
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"advantage_scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
+    if not eps > 0:
+        raise ValueError(f"advantage_eps must be > 0, got {eps}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """How a finished rollout becomes advantages and loss weights (GRPO's keyword arguments of those names).
+
+    :param advantage: ``"step"``, ``"return"`` or ``"outcome"`` (see the module docstring)
+    :param scale: ``"none"``, ``"std"`` or ``"rms"``
+    :param eps: added to the spread before dividing, in reward units (> 0)
+    :param gamma: discount of the reward-to-go, in ``[0, 1]``
+    :param loss_aggregation: ``"token"`` (every trained ply weighs the same) or ``"sequence"`` (mean per
+        trajectory, then over trajectories)
+    :param drop_zero_std_groups: dynamic sampling: groups whose trained plies would all get advantage 0 leave
+        the update
+    :param zero_std_tol: spread (reward units, peak to peak) at or below which a group has no spread (>= 0)
+    """
+
+    advantage: AdvantageMode = "step"
+    scale: AdvantageScale = "none"
+    eps: float = 1e-2
+    gamma: float = 1.0
+    loss_aggregation: Literal["token", "sequence"] = "token"
+    drop_zero_std_groups: bool = False
+    zero_std_tol: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _check_options(self.advantage, self.scale, self.eps, self.gamma)
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}")
+        if not self.zero_std_tol >= 0:
+            raise ValueError(f"zero_std_tol must be >= 0, got {self.zero_std_tol}")
 
 
 def _check_shapes(rewards: np.ndarray, valid: np.ndarray) -> None:
@@ -102,6 +146,7 @@ def group_advantages(
     signs: np.ndarray | None = None,
     gamma: float = 1.0,
     weights_mask: np.ndarray | None = None,
+    returns: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group-relative advantages.
 
@@ -116,23 +161,19 @@ def group_advantages(
     :param weights_mask: ``(B, G, T)`` bool, the plies that will be trained on; the ``"rms"`` scale is computed
         over them (defaults to ``valid``). Centering always uses every valid ply so that the side not being
         trained never shifts the other side's baseline.
+    :param returns: the :func:`reward_to_go` of these rewards, when the caller has it already.
     :return: ``(B, G, T)`` float32 advantages, exactly 0 on pads.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     valid = np.asarray(valid, dtype=bool)
     _check_shapes(rewards, valid)
-    if advantage not in ADVANTAGE_MODES:
-        raise ValueError(f"advantage must be one of {ADVANTAGE_MODES}, got {advantage!r}")
-    if scale not in ADVANTAGE_SCALES:
-        raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    _check_options(advantage, scale, eps, gamma)
+    if returns is None and advantage != "step":
+        returns = reward_to_go(rewards, valid, signs, gamma)
 
     if advantage == "outcome":
         first = valid[:, :, :1]
-        total = reward_to_go(rewards, valid, signs, gamma)[:, :, :1]
+        total = returns[:, :, :1]
         # reward_to_go is in the frame of ply 0's mover, i.e. the trajectory outcome for the first mover.
         centered, std = masked_group_center(total, first)
         if scale == "std":
@@ -140,7 +181,7 @@ def group_advantages(
         s = np.ones_like(rewards) if signs is None else np.asarray(signs, dtype=np.float64)
         adv = np.where(valid, centered * s, 0.0)
     else:
-        values = rewards if advantage == "step" else reward_to_go(rewards, valid, signs, gamma)
+        values = rewards if advantage == "step" else returns
         adv, std = masked_group_center(values, valid)
         if scale == "std":
             adv = np.where(valid, adv / (std + eps), 0.0)

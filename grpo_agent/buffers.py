@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from typing import Literal, NamedTuple
 
@@ -10,8 +11,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 
-from grpo_agent.advantages import AdvantageMode, AdvantageScale, group_advantages, reward_to_go
-from grpo_agent.diagnostics import zero_std_groups
+from grpo_agent.advantages import AdvantageConfig, AdvantageMode, AdvantageScale, group_advantages, reward_to_go
+from grpo_agent.diagnostics import PolicyDiversity, action_agreement, rollout_diagnostics, zero_std_groups
 
 
 class GroupRolloutBufferSamples(NamedTuple):
@@ -29,8 +30,6 @@ class GroupRolloutBufferSamples(NamedTuple):
     advantages: th.Tensor
     returns: th.Tensor
     action_masks: th.Tensor
-    #: log-probability of the action under the reference policy (0 when no reference was computed)
-    ref_log_prob: th.Tensor
     #: per-ply loss weight: 1 for token aggregation, 1 / (trained plies of the trajectory) for sequence
     weights: th.Tensor
     #: True for plies sampled from a noised distribution (first-ply Dirichlet noise): their ``old_log_prob`` is
@@ -58,7 +57,6 @@ class GroupRolloutBuffer(BaseBuffer):
     actions: np.ndarray
     rewards: np.ndarray
     log_probs: np.ndarray
-    ref_log_probs: np.ndarray
     action_masks: np.ndarray
     valid: np.ndarray
     trained: np.ndarray
@@ -100,7 +98,6 @@ class GroupRolloutBuffer(BaseBuffer):
         self.actions = np.zeros(self._shape(), dtype=np.int64)
         self.rewards = np.zeros(self._shape(), dtype=np.float32)
         self.log_probs = np.zeros(self._shape(), dtype=np.float32)
-        self.ref_log_probs = np.zeros(self._shape(), dtype=np.float32)
         self.action_masks = np.zeros(self._shape(self.mask_dims), dtype=bool)
         self.valid = np.zeros(self._shape(), dtype=bool)
         self.trained = np.zeros(self._shape(), dtype=bool)
@@ -175,11 +172,18 @@ class GroupRolloutBuffer(BaseBuffer):
         """Fill ``advantages``, ``returns`` and ``weights`` from the stored plies (see ``advantages.py``).
 
         Plies after ``pos`` (a rollout that stopped early because every game finished) are pads. The ``"rms"``
-        scale and the weights use the trained mask, so groups removed by :meth:`drop_groups` take no part.
+        scale and the weights use the trained mask, so groups dropped by :meth:`finish` take no part.
         """
         if loss_aggregation not in ("token", "sequence"):
             raise ValueError(f"loss_aggregation must be 'token' or 'sequence', got {loss_aggregation!r}")
         self._close_rollout()
+        self.returns = reward_to_go(self.rewards, self.valid, self.signs, gamma)
+        self._fill_advantages(advantage, scale, eps, gamma, loss_aggregation)
+
+    def _fill_advantages(
+        self, advantage: AdvantageMode, scale: AdvantageScale, eps: float, gamma: float, loss_aggregation: str
+    ) -> None:
+        """``advantages`` and ``weights`` from the closed rollout and its ``returns``."""
         self.advantages = group_advantages(
             self.rewards,
             self.valid,
@@ -189,8 +193,8 @@ class GroupRolloutBuffer(BaseBuffer):
             signs=self.signs,
             gamma=gamma,
             weights_mask=self.trained,
+            returns=self.returns,
         )
-        self.returns = reward_to_go(self.rewards, self.valid, self.signs, gamma)
         if loss_aggregation == "token":
             self.weights = self.trained.astype(np.float32)
         else:
@@ -202,46 +206,57 @@ class GroupRolloutBuffer(BaseBuffer):
         self.valid[:, :, self.pos :] = False
         self.trained &= self.valid
 
-    def advantage_values(self, advantage: AdvantageMode = "step", gamma: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """The values that ``advantage`` centers within each group, and the mask of those that reach the loss.
+    def finish(self, config: AdvantageConfig, diversity: PolicyDiversity | None = None) -> dict[str, float]:
+        """Finish the rollout in one pass: its health statistics, dynamic sampling, then the advantages.
 
-        ``"step"``: the per-ply rewards; ``"return"``: the reward-to-go; both ``(B, G, T)`` with the *trained*
-        mask. (A group's plies at one ply index are all of one side, so at a trained ply the trained mask is the
-        valid mask the centering uses, and plies that are not trained cannot give a trained ply an advantage.)
-        ``"outcome"``: the trajectory return from the first mover's view, ``(B, G)``, with the mask of the
-        trajectories that have a trained ply.
+        In that order because each step needs the one before: the statistics describe every trained ply the
+        policy played (dropped groups included, so a collapse stays visible), dynamic sampling removes the
+        groups whose centered values have no spread, and the advantages (with the ``"rms"`` scale and the loss
+        weights) are computed over what is left.
+
+        :param config: the advantage mode, scale, aggregation and dynamic sampling
+        :param diversity: the rollout's :class:`~grpo_agent.diagnostics.PolicyDiversity`, if one was fed
+        :return: ``step_reward_mean``, ``step_reward_std``, the group-collapse metrics of
+            :func:`~grpo_agent.diagnostics.rollout_diagnostics` and, with dynamic sampling, ``dropped_groups``
         """
         self._close_rollout()
-        if advantage == "step":
-            return self.rewards.astype(np.float64), self.trained.copy()
-        returns = reward_to_go(self.rewards, self.valid, self.signs, gamma)
-        if advantage == "return":
-            return returns.astype(np.float64), self.trained.copy()
-        if advantage == "outcome":
-            return returns[:, :, 0].astype(np.float64), self.trained.any(axis=2)
-        raise ValueError(f"advantage must be 'step', 'return' or 'outcome', got {advantage!r}")
-
-    def zero_spread_groups(self, advantage: AdvantageMode = "step", gamma: float = 1.0, tol: float = 1e-6) -> np.ndarray:
-        """``(B,)`` bool: the groups whose trained plies would all get advantage 0 (no spread beyond ``tol`` in the
-        values :meth:`advantage_values` centers), i.e. that carry no policy gradient.
-
-        Any advantage scale divides a zero by something positive, so this holds for ``"none"``, ``"std"`` and
-        ``"rms"`` alike (up to ``tol``).
-        """
-        values, mask = self.advantage_values(advantage, gamma)
-        return zero_std_groups(values, mask, tol)
-
-    def drop_groups(self, groups: np.ndarray) -> None:
-        """Stop training on the groups where ``groups`` (``(B,)`` bool) is True (dynamic sampling).
-
-        Their plies stay valid, so they still serve as data for the diagnostics, but they leave the trained
-        mask: call before :meth:`compute_advantages` so they neither reach a minibatch nor shrink the
-        ``"rms"`` scale with their zero advantages.
-        """
-        groups = np.asarray(groups, dtype=bool)
-        if groups.shape != (self.n_groups,):
-            raise ValueError(f"groups must be shaped ({self.n_groups},), got {groups.shape}")
-        self.trained[groups] = False
+        self.returns = reward_to_go(self.rewards, self.valid, self.signs, config.gamma)
+        trained = self.trained
+        # The values the advantage mode centers, and the mask of those that reach the loss. A group's plies at
+        # one ply index are all of one side, so at a trained ply the trained mask is the valid mask the
+        # centering uses.
+        if config.advantage == "outcome":
+            centered, centered_mask = self.returns[:, :, 0].astype(np.float64), trained.any(axis=2)
+        else:
+            centered = self.rewards if config.advantage == "step" else self.returns
+            centered, centered_mask = centered.astype(np.float64), trained.copy()
+        rewards = self.rewards[trained]
+        stats = {
+            "step_reward_mean": float(rewards.mean()) if rewards.size else math.nan,
+            "step_reward_std": float(rewards.std()) if rewards.size else math.nan,
+        }
+        stats.update(
+            rollout_diagnostics(
+                self.actions,
+                self.rewards,
+                self.valid,
+                self.returns[:, :, 0],
+                trained=trained,
+                zero_std_values=centered,
+                zero_std_mask=centered_mask,
+                zero_std_tol=config.zero_std_tol,
+                diversity=diversity,
+                prefix="",
+            )
+        )
+        if config.drop_zero_std_groups:
+            dropped = zero_std_groups(centered, centered_mask, config.zero_std_tol)
+            # Their plies stay valid (data for the statistics above) but leave the trained mask, so they neither
+            # reach a minibatch nor shrink the "rms" scale with their zero advantages.
+            self.trained[dropped] = False
+            stats["dropped_groups"] = float(dropped.sum())
+        self._fill_advantages(config.advantage, config.scale, config.eps, config.gamma, config.loss_aggregation)
+        return {key: value for key, value in stats.items() if not math.isnan(value)}
 
     def trained_indices(self) -> np.ndarray:
         """Flat indices (into the ``(B * G * T)`` layout) of the plies that are trained on."""
@@ -270,17 +285,150 @@ class GroupRolloutBuffer(BaseBuffer):
             advantages=self.to_torch(flat(self.advantages)),
             returns=self.to_torch(flat(self.returns)),
             action_masks=th.as_tensor(flat(self.action_masks), device=self.device),
-            ref_log_prob=self.to_torch(flat(self.ref_log_probs)),
             weights=self.to_torch(flat(self.weights)),
             noisy=th.as_tensor(flat(self.noisy), device=self.device),
         )
 
-    def set_ref_log_probs(self, indices: np.ndarray, values: np.ndarray | th.Tensor) -> None:
-        """Store reference-policy log-probabilities for the flat ``indices``."""
-        if isinstance(values, th.Tensor):
-            values = values.detach().cpu().numpy()
-        self.ref_log_probs.reshape(-1)[indices] = values
 
-    def flat_samples(self, indices: np.ndarray) -> GroupRolloutBufferSamples:
-        """The samples at flat ``indices``, in that order (no shuffling)."""
-        return self._get_samples(indices)
+class MoveGroupBuffer(BaseBuffer):
+    """Rollout buffer of move groups: ``horizon`` steps x ``n_envs`` positions, ``K`` candidate moves each.
+
+    Each position is stored once (observation, legal-move mask) with its candidates' actions, old
+    log-probabilities and values (the mover's view); the loss evaluates all ``K`` from one forward pass.
+    ``get(batch_size)`` yields shuffled minibatches of ``batch_size`` *positions* whose action-shaped fields are
+    ``(n, K)`` (``GroupRolloutBufferSamples`` with ``K`` columns).
+
+    :param horizon: steps per rollout
+    :param observation_space: observation space
+    :param action_space: ``Discrete`` action space
+    :param n_envs: positions per step (the games)
+    :param n_candidates: ``K``, candidates per position (for every legal move: the most legal moves a position has)
+    :param device: torch device for the samples
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        n_envs: int,
+        n_candidates: int,
+        device: th.device | str = "auto",
+    ):
+        if not isinstance(action_space, spaces.Discrete):
+            raise ValueError(f"MoveGroupBuffer needs a Discrete action space, got {action_space}")
+        super().__init__(horizon, observation_space, action_space, device, n_envs=n_envs)
+        self.n_candidates = int(n_candidates)
+        self.reset()
+
+    def reset(self) -> None:
+        n, k = self.buffer_size * self.n_envs, self.n_candidates
+        self.observations = np.zeros((n, *self.obs_shape), dtype=self.observation_space.dtype)
+        self.action_masks = np.zeros((n, int(self.action_space.n)), dtype=bool)
+        self.actions = np.zeros((n, k), dtype=np.int64)
+        self.log_probs = np.zeros((n, k), dtype=np.float32)
+        self.values = np.zeros((n, k), dtype=np.float32)
+        self.candidates = np.zeros((n, k), dtype=bool)  # the real candidates (False: padding of "all" groups)
+        self.noisy = np.zeros(n, dtype=bool)
+        self.trained = np.zeros(n, dtype=bool)
+        self.advantages = np.zeros((n, k), dtype=np.float32)
+        self.weights = np.zeros((n, k), dtype=np.float32)
+        super().reset()
+
+    def add(  # type: ignore[override]
+        self,
+        obs: np.ndarray,
+        action_masks: np.ndarray,
+        actions: np.ndarray,
+        log_probs: np.ndarray,
+        values: np.ndarray,
+        candidates: np.ndarray,
+        noisy: bool = False,
+    ) -> None:
+        """Store one step: every game's position and its candidates (each array has ``n_envs`` rows)."""
+        if self.full:
+            raise ValueError(f"MoveGroupBuffer is full (horizon={self.buffer_size}); call reset() first")
+        rows = slice(self.pos * self.n_envs, (self.pos + 1) * self.n_envs)
+        self.observations[rows] = obs
+        self.action_masks[rows] = action_masks
+        candidates = np.asarray(candidates, dtype=bool)
+        self.candidates[rows] = candidates
+        self.actions[rows] = np.where(candidates, actions, 0)
+        self.log_probs[rows] = np.where(candidates, log_probs, 0.0)
+        self.values[rows] = np.where(candidates, values, 0.0)
+        self.noisy[rows] = noisy
+        self.pos += 1
+        self.full = self.pos == self.buffer_size
+
+    def finish(self, config: AdvantageConfig, weighting: str = "uniform") -> dict[str, float]:
+        """Finish the rollout in one pass: statistics, dynamic sampling, advantages and loss weights.
+
+        :param config: the advantage scale and dynamic sampling (``advantage``, ``gamma`` and ``loss_aggregation``
+            have no meaning for one-ply groups)
+        :param weighting: ``"uniform"`` (sampled candidates: each counts once, duplicates included) or
+            ``"policy"`` (every legal move, weighted by its old probability: the baseline is then the policy's
+            expected value and the surrogate's gradient the exact expected policy gradient at the position)
+        :return: ``step_reward_mean`` / ``_std`` (candidate values), ``group_reward_std``,
+            ``group_step_reward_std``, ``frac_reward_zero_std``, ``action_agreement_mean`` / ``_p90`` (sampled
+            groups only) and, with dynamic sampling, ``dropped_groups``
+        """
+        n = self.pos * self.n_envs
+        valid = self.candidates[:n]
+        values = self.values[:n].astype(np.float64)
+        if weighting == "policy":
+            w = np.where(valid, np.exp(self.log_probs[:n].astype(np.float64)), 0.0)
+        else:
+            w = valid.astype(np.float64)
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        centered = np.where(valid, values - (w * values).sum(axis=1, keepdims=True), 0.0)
+        spread = np.sqrt((w * centered**2).sum(axis=1))
+        zero = zero_std_groups(values[:, :, None], valid[:, :, None], config.zero_std_tol)
+        self.trained[:n] = ~zero if config.drop_zero_std_groups else True
+        stats = {
+            "step_reward_mean": float(values[valid].mean()),
+            "step_reward_std": float(values[valid].std()),
+            "group_reward_std": float(spread.mean()),
+            "group_step_reward_std": float(spread.mean()),
+            "frac_reward_zero_std": float(zero.mean()),
+        }
+        if weighting == "uniform" and self.n_candidates > 1:
+            mean, p90 = action_agreement(self.actions[:n, :, None], valid[:, :, None])
+            stats.update(action_agreement_mean=mean, action_agreement_p90=p90)
+        if config.drop_zero_std_groups:
+            stats["dropped_groups"] = float(zero.sum())
+        trained = self.trained[:n]
+        if config.scale == "std":
+            centered = centered / (spread[:, None] + config.eps)
+        elif config.scale == "rms":
+            rms = math.sqrt((w[trained] * centered[trained] ** 2).sum() / max(trained.sum(), 1))
+            centered = centered / (rms + config.eps)
+        self.advantages[:n] = np.where(valid, centered, 0.0)
+        self.weights[:n] = np.where(trained[:, None], w, 0.0)
+        return {key: value for key, value in stats.items() if not math.isnan(value)}
+
+    def get(self, batch_size: int | None = None) -> Generator[GroupRolloutBufferSamples, None, None]:  # type: ignore[override]
+        """Yield shuffled minibatches of ``batch_size`` trained positions (``None``: all at once)."""
+        indices = np.random.permutation(np.flatnonzero(self.trained[: self.pos * self.n_envs]))
+        batch_size = max(len(indices), 1) if batch_size is None else batch_size
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for start in range(0, len(indices), batch_size):
+            yield self._get_samples(indices[start : start + batch_size])
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None) -> GroupRolloutBufferSamples:  # type: ignore[override]
+        # Only the candidate columns some position of the batch uses (groups of every legal move are padded).
+        # Candidates fill the columns from the left, so the widest position of the batch bounds them.
+        k = max(int(self.candidates[batch_inds].sum(axis=1).max()), 1) if len(batch_inds) else 1
+        cols = (batch_inds, slice(0, k))
+        n = len(batch_inds)
+        return GroupRolloutBufferSamples(
+            observations=self.to_torch(self.observations[batch_inds]),
+            actions=self.to_torch(self.actions[cols]),
+            old_values=th.zeros(n, device=self.device),
+            old_log_prob=self.to_torch(self.log_probs[cols]),
+            advantages=self.to_torch(self.advantages[cols]),
+            returns=self.to_torch(self.values[cols]),
+            action_masks=th.as_tensor(self.action_masks[batch_inds], device=self.device),
+            weights=self.to_torch(self.weights[cols]),
+            noisy=th.as_tensor(self.noisy[batch_inds], device=self.device),
+        )

@@ -1,37 +1,24 @@
-"""Controllers and guardrails for GRPO: adaptive KL, target entropy, collapse and non-finite guards,
-dynamic sampling and first-ply Dirichlet noise.
+"""Controllers of GRPO's coefficients and the guardrails coordinator.
 
-Everything here is algorithm-agnostic: the controllers take one statistic per update and return decisions
-and coefficients; :class:`~grpo_agent.grpo.GRPO` applies them. Each class has ``state_dict()`` /
-``load_state_dict()`` (plain Python values, so they pickle with an SB3 ``save``) and ``as_log_dict()`` with the
-logger keys of ``shared/DESIGN.md``.
+The controllers (adaptive KL, target entropy) take one statistic per update and return a coefficient; the
+guards (:mod:`grpo_agent.guards`) take one statistic per rollout and return a decision. :class:`Guardrails`
+holds all of them for one run: it answers what the next rollout and update use (temperature, ``ent_coef``,
+``kl_coef``, learning-rate factor) and turns a rollout's statistics into one :class:`RolloutDecision` that
+:class:`~grpo_agent.grpo.GRPO` carries out. Nothing here touches the algorithm, the policy or the env.
 """
 
 from __future__ import annotations
 
-import copy
-import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch as th
 
-from grpo_agent.diagnostics import zero_std_groups
+from grpo_agent.guards import ON_COLLAPSE, CollapseGuard, GuardEvent, NonFiniteGuard, _load
 
-__all__ = [
-    "AdaptiveKLController",
-    "CollapseGuard",
-    "GuardAction",
-    "GuardEvent",
-    "NonFiniteAction",
-    "NonFiniteGuard",
-    "TargetEntropyController",
-    "dirichlet_mix",
-    "zero_std_groups",
-]
+__all__ = ["AdaptiveKLController", "Guardrails", "RolloutDecision", "TargetEntropyController"]
 
 
 def _positive(name: str, value: float) -> float:
@@ -48,14 +35,6 @@ def _check_bounds(min_coef: float, max_coef: float, init: float, init_name: str)
         raise ValueError(f"min_coef={min_coef} must be <= max_coef={max_coef}")
     if not min_coef <= init <= max_coef:
         raise ValueError(f"{init_name}={init} must lie in [min_coef={min_coef}, max_coef={max_coef}]")
-
-
-def _load(obj: Any, state: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise ValueError(f"{type(obj).__name__} state_dict is missing {missing}")
-    for key in keys:
-        setattr(obj, key, state[key])
 
 
 class AdaptiveKLController:
@@ -126,9 +105,6 @@ class AdaptiveKLController:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         _load(self, state, self._STATE)
 
-    def as_log_dict(self) -> dict[str, float]:
-        """``train/kl_coef`` and ``train/kl_target``."""
-        return {"train/kl_coef": self.kl_coef, "train/kl_target": self.kl_target}
 
 
 class TargetEntropyController:
@@ -192,459 +168,231 @@ class TargetEntropyController:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         _load(self, state, self._STATE)
 
-    def as_log_dict(self) -> dict[str, float]:
-        """``train/ent_coef`` and ``train/entropy_norm_target``."""
-        return {"train/ent_coef": self.ent_coef, "train/entropy_norm_target": self.target_fraction}
 
 
-class GuardEvent(enum.IntEnum):
-    """What a :class:`CollapseGuard` decided on an update (the int is logged as ``guard/<name>_action``)."""
+@dataclass
+class RolloutDecision:
+    """What the guardrails decided on one rollout, for GRPO to carry out.
 
-    NONE = 0
-    WARN = 1
-    BOOST = 2
-    STOP = 3
-    ROLLBACK = 4
-    RECOVERED = 5
-
-
-@dataclass(frozen=True)
-class GuardAction:
-    """A guard's decision and the multipliers the algorithm must apply from now on.
-
-    :param event: what happened.
-    :param ent_coef_multiplier: multiply ``ent_coef`` by this (1 = no boost).
-    :param temperature_multiplier: multiply the rollout temperature by this (1 = no boost).
-    :param lr_multiplier: multiply the learning rate (schedule) by this (product of the rollbacks so far).
-    :param message: a human-readable line for ``WARN``/``BOOST``/``STOP``/``ROLLBACK``/``RECOVERED`` (empty
-        for ``NONE``): print it.
+    :param verdict: ``"train"`` (update on this rollout), ``"skip"`` (a rollback restored an earlier policy:
+        this rollout came from the collapsed one) or ``"stop"`` (save a checkpoint and end ``learn()``).
+    :param messages: lines to print (warnings, boosts, rollbacks, recoveries).
+    :param stop_reason: why the run stops (``verdict == "stop"``), else ``""``.
+    :param logs: logger keys and values (``guard/*``, ``train/entropy_norm_target``).
     """
 
-    event: GuardEvent
-    ent_coef_multiplier: float = 1.0
-    temperature_multiplier: float = 1.0
-    lr_multiplier: float = 1.0
-    message: str = ""
-
-    @property
-    def should_stop(self) -> bool:
-        return self.event is GuardEvent.STOP
+    verdict: str = "train"
+    messages: list[str] = field(default_factory=list)
+    stop_reason: str = ""
+    logs: dict[str, float] = field(default_factory=dict)
 
 
-#: the direction in which each known metric is bad
-DEFAULT_MODES: dict[str, str] = {
-    "entropy_norm": "below",
-    "entropy": "below",
-    "action_agreement_mean": "above",
-    "action_agreement_p90": "above",
-    "group_reward_std": "below",
-    "group_step_reward_std": "below",
-    "frac_reward_zero_std": "above",
-    "policy_diversity_kl": "below",
-}
-ON_COLLAPSE = ("warn", "boost", "stop", "rollback")
-BOOST_TARGETS = ("ent_coef", "temperature")
+def _initial_coef(name: str, value: Any, option: str) -> float:
+    """The starting value of an adaptive coefficient: a controller multiplies it, so it must be a float > 0."""
+    if callable(value) or not value > 0:
+        raise ValueError(f"{option} adapts {name}, which must be a float > 0 to start from, got {name}={value!r}")
+    return float(value)
 
 
-class CollapseGuard:
-    """Watches one health metric per update and acts after ``patience`` consecutive bad updates.
+class Guardrails:
+    """Every guardrail of one GRPO run: the adaptive KL and target-entropy controllers, the collapse guards on
+    ``rollout/entropy_norm`` and ``rollout/action_agreement_mean``, and the non-finite update guard.
 
-    An update is *bad* when ``value < threshold`` (``mode="below"``, e.g. ``entropy_norm``) or ``value >
-    threshold`` (``mode="above"``, e.g. ``action_agreement_mean``). A ``nan`` value (metric undefined for that
-    update) is ignored: it neither counts as bad nor breaks a streak. When the streak reaches ``patience`` the
-    guard fires ``on_collapse`` and the streak restarts from 0, so a still-bad run fires again only after
-    another ``patience`` bad updates (time for a boost to act, and no warning spam):
-
-    * ``"warn"``: returns ``WARN`` with a message; nothing else changes.
-    * ``"boost"``: multiplies the boost by ``boost_factor`` (capped at ``max_boost``); the algorithm multiplies
-      ``ent_coef`` (and/or the rollout temperature, see ``boost_targets``) by it. Each healthy update decays the
-      boost toward 1: ``boost = 1 + (boost - 1) * decay``.
-    * ``"stop"``: returns ``STOP``; the algorithm saves a checkpoint and ends ``learn()`` with the message.
-    * ``"rollback"``: returns ``ROLLBACK``; the algorithm calls :meth:`restore` (the last healthy snapshot) and
-      from then on multiplies its learning rate by ``lr_multiplier`` (``rollback_lr_factor`` per rollback). With
-      no healthy snapshot yet, or after ``max_rollbacks`` rollbacks, it returns ``STOP`` instead.
-
-    The first healthy update after a firing returns ``RECOVERED``.
-
-    Snapshots (only needed for ``"rollback"``): call :meth:`snapshot` with the objects to save *before* the
-    update whose metric is about to be measured (the metric of an update describes the policy that was sampled
-    and trained from, i.e. the parameters before the optimizer step). :meth:`update` then commits that staged
-    snapshot if the value is healthy and drops it otherwise, so the committed snapshot is always parameters
-    whose metric was measured healthy. Snapshots are deep copies in memory and are not pickled.
-
-    :param metric: the name of the watched statistic (a key of the rollout/train stats, e.g. ``"entropy_norm"``).
-    :param threshold: the bad side starts beyond this value.
-    :param patience: consecutive bad updates before acting (>= 1).
-    :param on_collapse: ``"warn"``, ``"boost"``, ``"stop"`` or ``"rollback"``.
-    :param mode: ``"below"`` or ``"above"``; ``None`` takes the metric's natural direction (``DEFAULT_MODES``).
-    :param boost_factor: boost multiplier per firing (> 1).
-    :param max_boost: cap of the ``ent_coef`` multiplier (>= 1).
-    :param decay: per healthy update, the fraction of ``boost - 1`` kept (in ``[0, 1)``).
-    :param boost_targets: what the boost multiplies: ``("ent_coef",)``, ``("temperature",)`` or both.
-    :param max_temperature_boost: cap of the temperature multiplier (>= 1): temperature is a blunter lever,
-        so it gets its own, smaller cap.
-    :param rollback_lr_factor: learning-rate multiplier applied at each rollback, in ``(0, 1]``.
-    :param max_rollbacks: rollbacks allowed before the guard stops the run instead.
-    :param snapshot_margin: a snapshot is kept only when the value is healthy by at least this much (in the
-        metric's units, ``>= 0``): a policy just above the floor is about to collapse, and rolling back to it
-        only repeats the collapse.
-    :param name: prefix of the log keys (default: ``metric``).
+    Build it with :meth:`from_options` (GRPO's flat keyword arguments). Each rollout: :meth:`after_rollout`
+    with the rollout's statistics and the objects a rollback would restore; each update: :meth:`after_update`
+    with its ``kl_ref``. In between, :meth:`temperature`, :meth:`ent_coef`, :meth:`kl_coef` and
+    :meth:`lr_factor` say what the next rollout and update use (schedules times the guards' boosts and
+    rollback factors, or the controllers' values). It pickles with an SB3 ``save`` (the guards' in-memory
+    snapshots excepted).
     """
 
     def __init__(
         self,
-        metric: str = "entropy_norm",
-        threshold: float = 0.2,
-        patience: int = 5,
+        kl_controller: AdaptiveKLController | None = None,
+        ent_coef_controller: TargetEntropyController | None = None,
+        guards: list[CollapseGuard] | None = None,
+        nonfinite: NonFiniteGuard | None = None,
+    ) -> None:
+        self.kl_controller = kl_controller
+        self.ent_coef_controller = ent_coef_controller
+        self.guards = list(guards or [])
+        self.nonfinite = nonfinite if nonfinite is not None else NonFiniteGuard()
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        ent_coef: Any,
+        kl_coef: Any,
+        kl_target: float | None = None,
+        kl_horizon: float = 10_000,
+        kl_coef_bounds: tuple[float, float] = (1e-4, 10.0),
+        target_entropy: float | None = None,
+        target_entropy_lr: float = 1.0,
+        ent_coef_bounds: tuple[float, float] = (1e-4, 1.0),
+        entropy_floor: float | None = None,
+        agreement_ceiling: float | None = None,
+        guard_patience: int = 5,
         on_collapse: str = "warn",
-        mode: str | None = None,
         boost_factor: float = 2.0,
         max_boost: float = 10.0,
-        decay: float = 0.9,
-        boost_targets: tuple[str, ...] = ("ent_coef",),
+        boost_decay: float = 0.9,
+        boost_targets: tuple[str, ...] | list[str] = ("ent_coef",),
         max_temperature_boost: float = 1.5,
         rollback_lr_factor: float = 0.5,
+        rollback_margin: float = 0.15,
         max_rollbacks: int = 3,
-        snapshot_margin: float = 0.0,
-        name: str | None = None,
-    ) -> None:
-        if not metric:
-            raise ValueError("metric must be a non-empty name")
-        if mode is None:
-            if metric not in DEFAULT_MODES:
-                raise ValueError(f"metric {metric!r} has no default mode; pass mode='below' or mode='above'")
-            mode = DEFAULT_MODES[metric]
-        if mode not in ("below", "above"):
-            raise ValueError(f"mode must be 'below' or 'above', got {mode!r}")
+        max_nonfinite: int = 3,
+    ) -> Guardrails:
+        """The guardrails GRPO's keyword arguments of the same names describe.
+
+        :param ent_coef: GRPO's ``ent_coef`` (the entropy controller's starting value)
+        :param kl_coef: GRPO's ``kl_coef`` (the adaptive KL controller's starting value)
+        :param kl_target: ``None`` (default) keeps ``kl_coef`` as given; a KL in nats makes ``kl_coef`` adaptive:
+            after each update the proportional controller of Ziegler et al.
+            (:class:`~grpo_agent.control.AdaptiveKLController`) moves it toward holding ``train/kl_ref`` at this value
+        :param kl_horizon: the controller's horizon in trained plies (default 10_000): a sustained 20% KL error
+            changes ``kl_coef`` by a factor ``1 + 0.2 * plies / kl_horizon`` per update
+        :param kl_coef_bounds: ``(min, max)`` of the adaptive ``kl_coef`` (default ``(1e-4, 10.0)``)
+        :param target_entropy: ``None`` (default) keeps ``ent_coef`` as given; a fraction in ``(0, 1)`` of the
+            maximum entropy ``log(#legal)`` makes ``ent_coef`` adaptive
+            (:class:`~grpo_agent.control.TargetEntropyController` on ``rollout/entropy_norm``)
+        :param target_entropy_lr: the entropy controller's step in log space per unit of error (default 1.0)
+        :param ent_coef_bounds: ``(min, max)`` of the adaptive ``ent_coef`` (default ``(1e-4, 1.0)``)
+        :param entropy_floor: ``None`` (default: no guard) or a normalized entropy in ``(0, 1)``: when
+            ``rollout/entropy_norm`` (the sampling policy's entropy over log #legal at the configured
+            ``temperature``, boost excluded, so a temperature boost cannot fake a recovery) stays below it for
+            ``guard_patience`` consecutive rollouts, ``on_collapse`` fires
+        :param agreement_ceiling: ``None`` (default: no guard) or an agreement in ``(0, 1]``: the same guard on
+            ``rollout/action_agreement_mean`` staying above it (e.g. 0.95: the group plays one line)
+        :param guard_patience: consecutive bad rollouts before a guard fires (default 5)
+        :param on_collapse: what a firing guard does (default ``"warn"``): ``"warn"`` prints and logs;
+            ``"boost"`` multiplies the entropy pressure by ``boost_factor`` (decaying back by ``boost_decay`` per
+            healthy rollout); ``"stop"`` saves ``guard_stop_<timesteps>.zip`` and ends ``learn()``; ``"rollback"``
+            restores the last healthy policy, optimizer, reference and controllers, skips the update of the
+            collapsed rollout and multiplies the learning rate by ``rollback_lr_factor`` (a stop after
+            ``max_rollbacks``, or when no healthy point exists yet)
+        :param boost_factor: boost multiplier per firing (default 2.0)
+        :param max_boost: cap of the ``ent_coef`` multiplier (default 10.0)
+        :param boost_decay: share of ``boost - 1`` kept per healthy rollout (default 0.9)
+        :param boost_targets: what a boost multiplies: ``("ent_coef",)`` (default), ``("temperature",)`` or both
+        :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
+        :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
+        :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
+        :param rollback_margin: a rollback snapshot is kept only from rollouts healthy by at least this much (in
+            the watched metric's units; default 0.15), so a rollback does not land on a policy about to collapse
+        :param max_nonfinite: consecutive non-finite minibatches that stop the run (default 3)
+
+        Raises:
+            ValueError: a value out of range, named with the option.
+        """
         if on_collapse not in ON_COLLAPSE:
             raise ValueError(f"on_collapse must be one of {ON_COLLAPSE}, got {on_collapse!r}")
-        if not math.isfinite(threshold):
-            raise ValueError(f"threshold must be finite, got {threshold}")
-        if int(patience) != patience or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience}")
-        if not boost_factor > 1:
-            raise ValueError(f"boost_factor must be > 1, got {boost_factor}")
-        if not max_boost >= 1:
-            raise ValueError(f"max_boost must be >= 1, got {max_boost}")
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if entropy_floor is not None and not 0.0 < entropy_floor < 1.0:
+            raise ValueError(f"entropy_floor must be in (0, 1) (a fraction of log #legal) or None, got {entropy_floor}")
+        if agreement_ceiling is not None and not 0.0 < agreement_ceiling <= 1.0:
+            raise ValueError(f"agreement_ceiling must be in (0, 1] or None, got {agreement_ceiling}")
+        if int(max_nonfinite) != max_nonfinite or max_nonfinite < 1:
+            raise ValueError(f"max_nonfinite must be an integer >= 1, got {max_nonfinite}")
         boost_targets = tuple(boost_targets)
-        if not boost_targets or any(t not in BOOST_TARGETS for t in boost_targets):
-            raise ValueError(f"boost_targets must be a non-empty subset of {BOOST_TARGETS}, got {boost_targets}")
-        if not max_temperature_boost >= 1:
-            raise ValueError(f"max_temperature_boost must be >= 1, got {max_temperature_boost}")
-        if not 0.0 < rollback_lr_factor <= 1.0:
-            raise ValueError(f"rollback_lr_factor must be in (0, 1], got {rollback_lr_factor}")
-        if int(max_rollbacks) != max_rollbacks or max_rollbacks < 0:
-            raise ValueError(f"max_rollbacks must be an integer >= 0, got {max_rollbacks}")
-        if not snapshot_margin >= 0:
-            raise ValueError(f"snapshot_margin must be >= 0, got {snapshot_margin}")
-        self.metric = metric
-        self.threshold = float(threshold)
-        self.patience = int(patience)
-        self.on_collapse = on_collapse
-        self.mode = mode
-        self.boost_factor = float(boost_factor)
-        self.max_boost = float(max_boost)
-        self.decay = float(decay)
-        self.boost_targets = boost_targets
-        self.max_temperature_boost = float(max_temperature_boost)
-        self.rollback_lr_factor = float(rollback_lr_factor)
-        self.max_rollbacks = int(max_rollbacks)
-        self.snapshot_margin = float(snapshot_margin)
-        self.name = name or metric
-        # dynamic state (state_dict)
-        self.consecutive = 0
-        self.collapsed = False
-        self.boost = 1.0
-        self.lr_multiplier = 1.0
-        self.n_fired = 0
-        self.n_rollbacks = 0
-        self.last_value = math.nan
-        self.last_event = GuardEvent.NONE
-        # in-memory snapshots (never saved)
-        self._staged: dict[str, Any] | None = None
-        self._healthy: dict[str, Any] | None = None
-
-    # -- decisions -----------------------------------------------------------------------------------------
-
-    def is_bad(self, value: float) -> bool:
-        """Whether ``value`` is on the bad side of the threshold (``nan`` is never bad)."""
-        return value < self.threshold if self.mode == "below" else value > self.threshold
-
-    @property
-    def ent_coef_multiplier(self) -> float:
-        return self.boost if "ent_coef" in self.boost_targets else 1.0
-
-    @property
-    def temperature_multiplier(self) -> float:
-        return min(self.boost, self.max_temperature_boost) if "temperature" in self.boost_targets else 1.0
-
-    def _action(self, event: GuardEvent, message: str = "") -> GuardAction:
-        self.last_event = event
-        return GuardAction(event, self.ent_coef_multiplier, self.temperature_multiplier, self.lr_multiplier, message)
-
-    def update(self, value: float) -> GuardAction:
-        """Feed the metric of one update; return the decision (see the class docstring)."""
-        value = float(value)
-        self.last_value = value
-        if math.isnan(value):
-            self._staged = None
-            return self._action(GuardEvent.NONE)
-        side = "<" if self.mode == "below" else ">"
-        if not self.is_bad(value):
-            margin = value - self.threshold if self.mode == "below" else self.threshold - value
-            if self._staged is not None and margin >= self.snapshot_margin:
-                self._healthy = self._staged
-            self._staged = None
-            self.consecutive = 0
-            self.boost = 1.0 + (self.boost - 1.0) * self.decay
-            if self.boost - 1.0 < 1e-3:
-                self.boost = 1.0
-            if self.collapsed:
-                self.collapsed = False
-                return self._action(
-                    GuardEvent.RECOVERED,
-                    f"[guard {self.name}] recovered: {self.metric}={value:.4g} (threshold {side} {self.threshold:g} "
-                    f"no longer holds); boost now x{self.boost:.3g}",
+        guards_on = entropy_floor is not None or agreement_ceiling is not None
+        if guards_on and on_collapse == "boost" and "ent_coef" in boost_targets and target_entropy is None:
+            if not callable(ent_coef) and not ent_coef > 0:
+                raise ValueError(
+                    f"on_collapse='boost' multiplies ent_coef, which is {ent_coef}: set ent_coef > 0 or "
+                    f"boost_targets=('temperature',)"
                 )
-            return self._action(GuardEvent.NONE)
-
-        self._staged = None
-        self.consecutive += 1
-        if self.consecutive < self.patience:
-            return self._action(GuardEvent.NONE)
-        self.consecutive = 0
-        self.collapsed = True
-        self.n_fired += 1
-        what = f"{self.metric}={value:.4g} {side} {self.threshold:g} for {self.patience} consecutive updates"
-        if self.on_collapse == "warn":
-            return self._action(GuardEvent.WARN, f"[guard {self.name}] collapse warning: {what}")
-        if self.on_collapse == "boost":
-            self.boost = min(self.boost * self.boost_factor, self.max_boost)
-            return self._action(
-                GuardEvent.BOOST,
-                f"[guard {self.name}] {what}: entropy pressure boosted to x{self.boost:.3g} "
-                f"(ent_coef x{self.ent_coef_multiplier:.3g}, temperature x{self.temperature_multiplier:.3g})",
+        kl_controller = None
+        if kl_target is not None:
+            kl_controller = AdaptiveKLController(
+                _initial_coef("kl_coef", kl_coef, "kl_target"), kl_target, kl_horizon, *kl_coef_bounds
             )
-        if self.on_collapse == "rollback":
-            if self._healthy is None:
-                return self._action(
-                    GuardEvent.STOP, f"[guard {self.name}] {what}: no healthy snapshot to roll back to; stopping"
-                )
-            if self.n_rollbacks >= self.max_rollbacks:
-                return self._action(
-                    GuardEvent.STOP,
-                    f"[guard {self.name}] {what}: already rolled back {self.n_rollbacks} times "
-                    f"(max_rollbacks={self.max_rollbacks}); stopping",
-                )
-            self.n_rollbacks += 1
-            self.lr_multiplier *= self.rollback_lr_factor
-            return self._action(
-                GuardEvent.ROLLBACK,
-                f"[guard {self.name}] {what}: rolling back to the last healthy snapshot "
-                f"(rollback {self.n_rollbacks}/{self.max_rollbacks}), learning rate x{self.lr_multiplier:.3g}",
+        ent_coef_controller = None
+        if target_entropy is not None:
+            if not 0.0 < target_entropy < 1.0:
+                raise ValueError(f"target_entropy must be in (0, 1) (a fraction of log #legal), got {target_entropy}")
+            ent_coef_controller = TargetEntropyController(
+                target_entropy, _initial_coef("ent_coef", ent_coef, "target_entropy"), target_entropy_lr,
+                *ent_coef_bounds,
             )
-        return self._action(
-            GuardEvent.STOP, f"[guard {self.name}] {what}: stopping training (on_collapse='stop')"
+        guard_kwargs = dict(
+            patience=guard_patience,
+            on_collapse=on_collapse,
+            boost_factor=boost_factor,
+            max_boost=max_boost,
+            decay=boost_decay,
+            boost_targets=boost_targets,
+            max_temperature_boost=max_temperature_boost,
+            rollback_lr_factor=rollback_lr_factor,
+            max_rollbacks=max_rollbacks,
+            snapshot_margin=rollback_margin,
         )
+        guards = []
+        if entropy_floor is not None:
+            guards.append(CollapseGuard("entropy_norm", entropy_floor, name="entropy", **guard_kwargs))
+        if agreement_ceiling is not None:
+            guards.append(CollapseGuard("action_agreement_mean", agreement_ceiling, name="agreement", **guard_kwargs))
+        return cls(kl_controller, ent_coef_controller, guards, NonFiniteGuard(max_nonfinite))
 
-    # -- snapshots -----------------------------------------------------------------------------------------
+    # -- what the next rollout and update use -----------------------------------------------------------
 
-    def snapshot(self, objects: Mapping[str, Any]) -> None:
-        """Stage deep copies of ``objects[k].state_dict()``; :meth:`update` commits them if its value is healthy.
+    def _product(self, attribute: str) -> float:
+        return float(np.prod([getattr(guard, attribute) for guard in self.guards])) if self.guards else 1.0
 
-        :param objects: e.g. ``{"policy": model.policy, "optimizer": model.policy.optimizer, "ref_policy":
-            model.ref_policy, "kl_controller": controller}``; every value needs ``state_dict()``.
+    def temperature(self, base: float) -> float:
+        """The rollout temperature: ``base`` times the guards' temperature boosts."""
+        return base * self._product("temperature_multiplier")
+
+    def ent_coef(self, schedule: Callable[[float], float], progress_remaining: float) -> float:
+        """The entropy coefficient: the controller's (or the schedule's) value times the guards' boosts."""
+        base = self.ent_coef_controller() if self.ent_coef_controller is not None else schedule(progress_remaining)
+        return float(base) * self._product("ent_coef_multiplier")
+
+    def kl_coef(self, schedule: Callable[[float], float], progress_remaining: float) -> float:
+        """The KL coefficient: the adaptive controller's, else the schedule's."""
+        return float(self.kl_controller() if self.kl_controller is not None else schedule(progress_remaining))
+
+    def lr_factor(self) -> float:
+        """The product of the rollbacks' learning-rate factors (1 without a rollback)."""
+        return self._product("lr_multiplier")
+
+    # -- decisions --------------------------------------------------------------------------------------
+
+    def after_rollout(self, stats: Mapping[str, float], restorable: Mapping[str, Any]) -> RolloutDecision:
+        """Feed a rollout's statistics to the entropy controller and the collapse guards; restore a snapshot when
+        a guard rolls back.
+
+        The statistics describe the policy that sampled the rollout, i.e. the parameters before this rollout's
+        update, so the rollback guards snapshot exactly those (``restorable``: name -> object with
+        ``state_dict()``) and keep the snapshot if they prove healthy.
         """
-        for key, obj in objects.items():
-            if not hasattr(obj, "state_dict"):
-                raise ValueError(f"snapshot object {key!r} ({type(obj).__name__}) has no state_dict()")
-        self._staged = {key: copy.deepcopy(obj.state_dict()) for key, obj in objects.items()}
+        for guard in self.guards:
+            if guard.on_collapse == "rollback":
+                guard.snapshot(restorable)
+        decision = RolloutDecision()
+        if self.ent_coef_controller is not None:
+            self.ent_coef_controller.update(stats.get("entropy_norm", math.nan))
+            decision.logs["train/entropy_norm_target"] = self.ent_coef_controller.target_fraction
+        for guard in self.guards:
+            action = guard.update(stats.get(guard.metric, math.nan))
+            if action.event is GuardEvent.STOP:
+                decision.verdict, decision.stop_reason = "stop", action.message
+            elif action.event is GuardEvent.ROLLBACK and decision.verdict == "train":
+                guard.restore(restorable)
+                decision.verdict = "skip"
+                decision.messages.append(action.message)
+            elif action.message:
+                decision.messages.append(action.message)
+            decision.logs.update(guard.as_log_dict())
+        if self.guards:
+            for what in ("ent_coef", "temperature", "lr"):
+                decision.logs[f"guard/{what}_multiplier"] = self._product(f"{what}_multiplier")
+        return decision
 
-    @property
-    def has_healthy_snapshot(self) -> bool:
-        return self._healthy is not None
-
-    def restore(self, objects: Mapping[str, Any]) -> None:
-        """Load the last healthy snapshot into ``objects`` (the same keys that were snapshotted).
-
-        The snapshot is kept (a second rollback goes back to the same point unless a healthier one was taken
-        since). Streak and collapsed state restart from healthy.
-        """
-        if self._healthy is None:
-            raise ValueError(f"guard {self.name!r} has no healthy snapshot to restore")
-        missing = set(self._healthy) - set(objects)
-        unknown = set(objects) - set(self._healthy)
-        if missing or unknown:
-            raise ValueError(
-                f"restore objects must match the snapshot keys {sorted(self._healthy)}, got {sorted(objects)}"
-            )
-        for key, obj in objects.items():
-            obj.load_state_dict(copy.deepcopy(self._healthy[key]))
-        self._staged = None
-        self.consecutive = 0
-
-    # -- persistence and logging ---------------------------------------------------------------------------
-
-    _STATE = ("consecutive", "collapsed", "boost", "lr_multiplier", "n_fired", "n_rollbacks", "last_value")
-
-    def state_dict(self) -> dict[str, Any]:
-        """The dynamic state (not the snapshots, which live in memory only)."""
-        state = {k: getattr(self, k) for k in self._STATE}
-        state["last_event"] = int(self.last_event)
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _load(self, state, self._STATE)
-        self.last_event = GuardEvent(state.get("last_event", 0))
-
-    def __getstate__(self) -> dict[str, Any]:
-        # SB3's save() pickles the algorithm's attributes: keep model-sized snapshots out of the zip.
-        state = self.__dict__.copy()
-        state["_staged"] = state["_healthy"] = None
-        return state
-
-    def as_log_dict(self) -> dict[str, float]:
-        """``guard/<name>_{value,state,consecutive,action,boost,lr_multiplier,fired,rollbacks}``.
-
-        ``state``: 0 healthy, 1 bad streak under way, 2 collapsed (fired and not yet recovered); ``action``: the
-        :class:`GuardEvent` of the latest update.
-        """
-        state = 2 if self.collapsed else (1 if self.consecutive > 0 else 0)
-        p = f"guard/{self.name}_"
-        return {
-            p + "value": self.last_value,
-            p + "state": float(state),
-            p + "consecutive": float(self.consecutive),
-            p + "action": float(int(self.last_event)),
-            p + "boost": self.boost,
-            p + "lr_multiplier": self.lr_multiplier,
-            p + "fired": float(self.n_fired),
-            p + "rollbacks": float(self.n_rollbacks),
-        }
-
-
-class NonFiniteAction(enum.IntEnum):
-    """What :class:`NonFiniteGuard` decided for one optimizer step."""
-
-    OK = 0
-    SKIP = 1
-    STOP = 2
-
-
-@dataclass
-class NonFiniteGuard:
-    """Skips optimizer steps whose loss or gradient norm is NaN/inf, and stops after ``max_consecutive`` in a
-    row, keeping the statistics of the offending steps for the message.
-
-    Call :meth:`check` once per minibatch: with the loss *before* ``backward()`` (a non-finite loss must not be
-    back-propagated) and again with the gradient norm returned by ``clip_grad_norm_`` before
-    ``optimizer.step()``; on ``SKIP`` zero the gradients and do not step.
-
-    :param max_consecutive: consecutive non-finite minibatches that stop the run (>= 1).
-    """
-
-    max_consecutive: int = 3
-    consecutive: int = 0
-    n_skipped: int = 0
-    last_bad_stats: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if int(self.max_consecutive) != self.max_consecutive or self.max_consecutive < 1:
-            raise ValueError(f"max_consecutive must be an integer >= 1, got {self.max_consecutive}")
-
-    def check(
-        self, loss: float | th.Tensor, grad_norm: float | th.Tensor | None = None, stats: Mapping[str, float] | None = None
-    ) -> NonFiniteAction:
-        """Decide for one minibatch.
-
-        :param loss: the loss value.
-        :param grad_norm: the total gradient norm (``None`` before ``backward``).
-        :param stats: the minibatch's statistics (kept verbatim in the stop message).
-        :return: ``OK`` (the streak restarts; when both checks of a minibatch are OK call it once per minibatch
-            with the grad norm, so a healthy step is counted once), ``SKIP`` or ``STOP``.
-        """
-        values = {"loss": float(loss)}
-        if grad_norm is not None:
-            values["grad_norm"] = float(grad_norm)
-        if all(math.isfinite(v) for v in values.values()):
-            if grad_norm is not None:
-                self.consecutive = 0
-            return NonFiniteAction.OK
-        self.consecutive += 1
-        self.n_skipped += 1
-        self.last_bad_stats = {**(dict(stats) if stats else {}), **values}
-        return NonFiniteAction.STOP if self.consecutive >= self.max_consecutive else NonFiniteAction.SKIP
-
-    def message(self) -> str:
-        """A line naming the offending statistics."""
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.last_bad_stats.items()))
-        return (
-            f"[guard nonfinite] {self.consecutive} consecutive non-finite updates "
-            f"(max_consecutive={self.max_consecutive}, {self.n_skipped} skipped in total); last: {shown}"
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"consecutive": self.consecutive, "n_skipped": self.n_skipped, "last_bad_stats": dict(self.last_bad_stats)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _load(self, state, ("consecutive", "n_skipped", "last_bad_stats"))
-
-    def as_log_dict(self) -> dict[str, float]:
-        """``guard/nonfinite_consecutive`` and ``guard/nonfinite_skipped``."""
-        return {"guard/nonfinite_consecutive": float(self.consecutive), "guard/nonfinite_skipped": float(self.n_skipped)}
-
-
-def dirichlet_mix(
-    probs: Any,
-    legal_mask: Any,
-    alpha: float = 0.3,
-    frac: float = 0.25,
-    rng: np.random.Generator | int | None = None,
-) -> Any:
-    """AlphaZero-style root noise: ``(1 - frac) * p + frac * Dir(alpha)`` over each row's legal moves.
-
-    The noise is drawn only on legal moves (``Dir(alpha)`` of dimension ``#legal`` for each row); illegal
-    entries of the result are exactly 0 and every row sums to 1.
-
-    The algorithm must sample the action from the *mixed* distribution and store ``log(mixed[action])`` as the
-    old log-probability: those are the log-probs of the distribution actually sampled. The update's importance
-    ratio ``pi(a) / mixed(a)`` then corrects for the noise; storing the policy's own log-prob instead would
-    silently make the ratio wrong on every noisy ply.
-
-    :param probs: ``(N, A)`` probabilities (numpy array or torch tensor; the result has the same type, dtype
-        and device).
-    :param legal_mask: ``(N, A)`` bool; every row needs at least one legal move.
-    :param alpha: Dirichlet concentration (> 0; AlphaZero used 0.3 for chess).
-    :param frac: weight of the noise in ``[0, 1]`` (AlphaZero: 0.25).
-    :param rng: numpy Generator or seed for the noise.
-    """
-    alpha = _positive("alpha", alpha)
-    if not 0.0 <= frac <= 1.0:
-        raise ValueError(f"frac must be in [0, 1], got {frac}")
-    is_tensor = isinstance(probs, th.Tensor)
-    p = probs.detach().cpu().double().numpy() if is_tensor else np.asarray(probs, dtype=np.float64)
-    legal = legal_mask.detach().cpu().numpy() if isinstance(legal_mask, th.Tensor) else np.asarray(legal_mask)
-    legal = legal.astype(bool)
-    if p.ndim != 2 or legal.shape != p.shape:
-        raise ValueError(f"probs and legal_mask must both be (N, A), got {p.shape} and {legal.shape}")
-    n_legal = legal.sum(axis=1)
-    if (n_legal == 0).any():
-        raise ValueError(f"rows {np.flatnonzero(n_legal == 0).tolist()} have no legal move")
-    rng = np.random.default_rng(rng)
-    # Dir(alpha) on each row's legal entries = independent Gamma(alpha) draws normalized per row.
-    gammas = np.zeros_like(p)
-    gammas[legal] = rng.gamma(alpha, size=int(n_legal.sum()))
-    sums = gammas.sum(axis=1, keepdims=True)
-    # Gamma draws with a small alpha can underflow to 0 for a whole row; fall back to uniform noise there.
-    noise = np.where(sums > 0, gammas / np.where(sums > 0, sums, 1.0), legal / n_legal[:, None])
-    base = np.where(legal, p, 0.0)
-    mass = base.sum(axis=1, keepdims=True)
-    # A row whose legal moves got no probability at all (underflow) is treated as uniform over them.
-    base = np.where(mass > 0, base / np.where(mass > 0, mass, 1.0), legal / n_legal[:, None])
-    mixed = (1.0 - frac) * base + frac * noise
-    mixed /= mixed.sum(axis=1, keepdims=True)
-    if is_tensor:
-        return th.as_tensor(mixed, dtype=probs.dtype, device=probs.device)
-    return mixed.astype(np.asarray(probs).dtype if np.asarray(probs).dtype.kind == "f" else np.float64)
+    def after_update(self, kl_ref: float | None, n_plies: int) -> dict[str, float]:
+        """Feed an update's ``train/kl_ref`` to the adaptive KL controller; return the logs of the update's guards."""
+        logs = dict(self.nonfinite.as_log_dict())
+        if self.kl_controller is not None and kl_ref is not None:
+            self.kl_controller.update(kl_ref, n_plies)
+            logs["train/kl_target"] = self.kl_controller.kl_target
+        return logs

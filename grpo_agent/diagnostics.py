@@ -1,6 +1,6 @@
 """Group-collapse and update-health diagnostics for GRPO.
 
-The failure these metrics exist to catch (``shared/seed``): the policy's entropy falls, the ``G`` trajectories
+The failure these metrics exist to catch (see ``docs/architecture.md``, "Guardrails"): the policy's entropy falls, the ``G`` trajectories
 played from one start position converge to the same line, their rewards stop differing, every group-relative
 advantage becomes 0 and training stalls while looking busy. Global statistics such as the batch reward std can
 fall for many reasons; the metrics here measure the collapse *within a group* directly.
@@ -31,11 +31,15 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from grpo_agent.advantages import masked_group_center
+
 __all__ = [
     "PolicyDiversity",
     "action_agreement",
     "action_agreement_per_ply",
+    "SamplingHealth",
     "clip_fractions",
+    "drift_statistics",
     "effective_sample_size",
     "frac_zero_std",
     "group_spread",
@@ -120,15 +124,11 @@ def group_spread(values: Any, valid: Any) -> tuple[np.ndarray, np.ndarray]:
     if values.ndim not in (2, 3):
         raise ValueError(f"values must be shaped (B, G) or (B, G, T), got shape {values.shape}")
     _check_mask(values, valid)
-    count = valid.sum(axis=1)
-    safe = np.maximum(count, 1)
-    mean = np.where(valid, values, 0.0).sum(axis=1) / safe
-    centered = np.where(valid, values - np.expand_dims(mean, 1), 0.0)
-    std = np.sqrt((centered**2).sum(axis=1) / safe)
+    _, std = masked_group_center(values, valid)
     hi = np.where(valid, values, -np.inf).max(axis=1, initial=-np.inf)
     lo = np.where(valid, values, np.inf).min(axis=1, initial=np.inf)
-    several = count >= 2
-    return np.where(several, std, 0.0), np.where(several, hi - lo, 0.0)
+    several = valid.sum(axis=1) >= 2
+    return np.where(several, std[:, 0], 0.0), np.where(several, hi - lo, 0.0)
 
 
 def within_group_reward_std(traj_rewards: Any, traj_valid: Any) -> float:
@@ -397,6 +397,74 @@ def clip_fractions(
     low = (ratio < 1.0 - clip_low) & (advantages < 0)
     high = (ratio > 1.0 + clip_high) & (advantages > 0)
     return float(low.mean()), float(high.mean())
+
+
+def drift_statistics(
+    log_ratio: Any, advantages: Any, clip_low: float, clip_high: float, judged: Any = None
+) -> dict[str, float]:
+    """How far the updated policy has drifted from the sampling policy on one minibatch (``train/``).
+
+    ``approx_kl`` (SB3's ``mean((rho - 1) - log rho)``), ``clip_fraction_low`` / ``clip_fraction_high``
+    (:func:`clip_fractions`), ``ess`` (:func:`effective_sample_size`) and ``ratio_dev`` (max ``|rho - 1|``),
+    over the ``judged`` entries only. Judge only the plies whose stored log-probability is the policy's own:
+    a ply sampled from a noised mixture has a ratio ``pi / mixture`` that is not 1 even before any step, and
+    counting it would read as drift (and could trip ``target_kl`` before the first optimizer step).
+
+    :param log_ratio: ``log pi - log pi_old`` per sample (any shape).
+    :param advantages: the same shape.
+    :param judged: optional bool mask of the entries to judge.
+    :return: the five statistics (``nan`` when nothing is judged).
+    """
+    lr = _np(log_ratio, np.float64)
+    adv = _np(advantages, np.float64)
+    if judged is not None:
+        keep = _np(judged, bool)
+        lr, adv = lr[keep], adv[keep]
+    if lr.size == 0:
+        nan = math.nan
+        return dict(approx_kl=nan, clip_fraction_low=nan, clip_fraction_high=nan, ess=nan, ratio_dev=nan)
+    ratio = np.exp(lr)
+    low, high = clip_fractions(ratio, adv, clip_low, clip_high)
+    return {
+        "approx_kl": float(np.mean((ratio - 1.0) - lr)),
+        "clip_fraction_low": low,
+        "clip_fraction_high": high,
+        "ess": effective_sample_size(lr),
+        "ratio_dev": float(np.abs(ratio - 1.0).max()),
+    }
+
+
+class SamplingHealth:
+    """Entropy of the sampling policy, accumulated over a rollout (``rollout/entropy``, ``rollout/entropy_norm``).
+
+    Fed with the policy's own normalized log-probabilities at the configured temperature, not the boosted or
+    noised distribution actually sampled, so a temperature boost or first-ply noise cannot fake a recovery.
+    ``entropy_norm`` (:func:`normalized_entropy`) leaves out plies with a single legal move.
+    """
+
+    def __init__(self) -> None:
+        self._entropy: list[np.ndarray] = []
+        self._n_legal: list[np.ndarray] = []
+
+    @th.no_grad()
+    def add(self, log_p: th.Tensor, action_masks: th.Tensor, counted: Any = None) -> None:
+        """Add the rows ``counted`` (default: all) of ``log_p`` ``(N, A)`` (illegal entries very negative)."""
+        entropy = -(log_p.exp() * log_p).sum(dim=1)
+        n_legal = action_masks.sum(dim=1)
+        if counted is not None:
+            keep = th.as_tensor(_np(counted, bool), device=log_p.device)
+            entropy, n_legal = entropy[keep], n_legal[keep]
+        self._entropy.append(_np(entropy, np.float64))
+        self._n_legal.append(_np(n_legal, np.float64))
+
+    def stats(self) -> dict[str, float]:
+        """``entropy`` (mean nats over the added plies) and ``entropy_norm``; ``nan`` when nothing was added."""
+        entropy = np.concatenate(self._entropy) if self._entropy else np.zeros(0)
+        n_legal = np.concatenate(self._n_legal) if self._n_legal else np.zeros(0)
+        return {
+            "entropy": float(entropy.mean()) if entropy.size else math.nan,
+            "entropy_norm": normalized_entropy(entropy, n_legal),
+        }
 
 
 def rollout_diagnostics(

@@ -1,23 +1,20 @@
 """Group Relative Policy Optimization (GRPO) as a Stable-Baselines3 algorithm.
 
-One rollout: ``n_groups = num_envs / group_size`` start positions, ``group_size`` games from each, up to
-``horizon`` plies, played on a :class:`chess_env.ChessVectorEnv` with autoreset disabled (a finished game
-is padded until the rollout ends). Each trained ply gets a group-relative advantage (``advantages.py``) and
-the policy takes ``n_epochs`` passes of clipped-surrogate updates (:func:`grpo_loss`) with an optional k3 KL
-penalty to a periodically refreshed reference policy and an entropy bonus over the legal moves. There is no
-critic: the group is the baseline.
+The learner. A rollout collector (:mod:`grpo_agent.rollout`) plays ``n_groups = num_envs / group_size`` groups
+of games from shared start positions and hands over a finished rollout: every trained ply with its
+group-relative advantage (:mod:`grpo_agent.advantages`). :meth:`GRPO.train` then takes ``n_epochs`` passes of
+clipped-surrogate updates (:func:`grpo_loss`) with an optional KL penalty to a reference policy and an entropy
+bonus over the legal moves. There is no critic: the group is the baseline.
 
-Guardrails against entropy and group collapse (``shared/seed``) are options of :class:`GRPO`: collapse guards on
-the rollout's normalized entropy and action agreement (warn / boost / stop / rollback), an adaptive KL
-controller, a target-entropy controller, dynamic sampling of groups with no reward spread, first-ply Dirichlet
-noise and a non-finite guard. The controllers and guards themselves live in :mod:`grpo_agent.control`, the
-metrics in :mod:`grpo_agent.diagnostics`.
+The guardrails against entropy and group collapse (``docs/architecture.md``) are options of :class:`GRPO`; one
+:class:`~grpo_agent.control.Guardrails` object holds them and returns decisions that :meth:`GRPO.learn` carries
+out. The learner never reads the env's boards: it talks to the collector, the collector to the env's
+group-rollout protocol.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,91 +26,53 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
-from grpo_agent.advantages import ADVANTAGE_MODES, ADVANTAGE_SCALES
-from grpo_agent.buffers import GroupRolloutBuffer
-from grpo_agent.control import (
-    ON_COLLAPSE,
-    AdaptiveKLController,
-    CollapseGuard,
-    GuardEvent,
-    NonFiniteAction,
-    NonFiniteGuard,
-    TargetEntropyController,
-    dirichlet_mix,
-)
-from grpo_agent.diagnostics import PolicyDiversity, rollout_diagnostics, zero_std_groups
+from chess_env import ChessVectorEnv
+from grpo_agent.advantages import AdvantageConfig
+from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
+from grpo_agent.control import Guardrails
+from grpo_agent.guards import NonFiniteAction
+from grpo_agent.loss import KL_ESTIMATORS, minibatch_loss, reference_kl
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
+from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 
-
-def grpo_loss(
-    log_prob: th.Tensor,
-    old_log_prob: th.Tensor,
-    advantages: th.Tensor,
-    weights: th.Tensor,
-    entropy: th.Tensor,
-    ref_log_prob: th.Tensor,
-    clip_range: float,
-    clip_range_high: float,
-    ent_coef: float,
-    kl_coef: float,
-) -> tuple[th.Tensor, dict[str, float]]:
-    """The GRPO objective on one minibatch of plies (all arguments are 1-D, one entry per ply).
-
-    ``loss = -sum_i w_i min(rho_i A_i, clip(rho_i, 1 - clip_range, 1 + clip_range_high) A_i)
-    + kl_coef * sum_i w_i k3_i - ent_coef * sum_i w_i H_i`` with ``rho = exp(log_prob - old_log_prob)``,
-    ``k3 = exp(ref - log_prob) - (ref - log_prob) - 1`` (an unbiased, non-negative estimate of
-    KL(pi || pi_ref)), ``H`` the entropy over legal moves and ``w`` the weights normalized to sum to 1
-    (token aggregation: uniform; sequence aggregation: 1 / trajectory length).
-
-    :return: ``(loss, stats)``; stats are floats: ``policy_loss``, ``kl_ref``, ``entropy``, ``approx_kl``
-        (SB3's ``mean((rho - 1) - log rho)``), ``clip_fraction_low`` / ``clip_fraction_high`` (share of plies
-        whose lower / upper clip is active, i.e. that get no gradient), ``ess`` (effective sample size of the
-        ratios over the minibatch size, 1 when on-policy) and ``ratio_dev`` (max ``|rho - 1|``).
-    """
-    w = weights / weights.sum().clamp_min(1e-12)
-    log_ratio = log_prob - old_log_prob
-    ratio = th.exp(log_ratio)
-    surrogate = th.min(ratio * advantages, th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range_high) * advantages)
-    policy_loss = -(w * surrogate).sum()
-    ref_log_ratio = ref_log_prob - log_prob
-    kl_ref = (w * (th.exp(ref_log_ratio) - ref_log_ratio - 1.0)).sum()
-    entropy_mean = (w * entropy).sum()
-    loss = policy_loss + kl_coef * kl_ref - ent_coef * entropy_mean
-    with th.no_grad():
-        stats = {
-            "policy_loss": policy_loss.item(),
-            "kl_ref": kl_ref.item(),
-            "entropy": entropy_mean.item(),
-            "approx_kl": th.mean((ratio - 1.0) - log_ratio).item(),
-            "clip_fraction_low": ((ratio < 1.0 - clip_range) & (advantages < 0)).float().mean().item(),
-            "clip_fraction_high": ((ratio > 1.0 + clip_range_high) & (advantages > 0)).float().mean().item(),
-            "ess": (ratio.sum() ** 2 / (len(ratio) * (ratio**2).sum())).item(),
-            "ratio_dev": (ratio - 1.0).abs().max().item(),
-        }
-    return loss, stats
+GROUP_MODES = ("games", "moves")
 
 
-def _initial_coef(name: str, value: Any, option: str) -> float:
-    """The starting value of an adaptive coefficient: a controller multiplies it, so it must be a float > 0."""
-    if callable(value) or not value > 0:
-        raise ValueError(f"{option} adapts {name}, which must be a float > 0 to start from, got {name}={value!r}")
-    return float(value)
-
-
-def _as_chess_vec_env(env: Any) -> Any:
-    """Wrap a ``ChessVectorEnv`` (a gymnasium vector env) in the SB3 adapter; leave anything else alone."""
-    if isinstance(env, VecEnv) or isinstance(env, str) or env is None:
-        return env
-    if hasattr(env, "action_masks") and hasattr(env, "num_envs") and hasattr(env, "boards"):
-        from chess_env.sb3 import ChessVecEnv
-
-        return ChessVecEnv(env)
-    return env
+def _check_options(
+    group_mode: str, group_size: int | str, horizon: int, n_epochs: int, batch_size: int, n_envs: int,
+    temperature: float, train_plies: str, kl_estimator: str, ref_update_interval: int, max_grad_norm: float | None,
+    target_kl: float | None, dirichlet_frac: float, dirichlet_alpha: float,
+) -> None:
+    """Refuse GRPO options out of range, naming the option and its value."""
+    if group_mode not in GROUP_MODES:
+        raise ValueError(f"group_mode must be one of {GROUP_MODES}, got {group_mode!r}")
+    if group_size == "all" and group_mode != "moves":
+        raise ValueError("group_size='all' (every legal move) needs group_mode='moves'")
+    sizes = [("horizon", horizon), ("n_epochs", n_epochs), ("batch_size", batch_size), ("n_envs", n_envs)]
+    for name, value in ([] if group_size == "all" else [("group_size", group_size)]) + sizes:
+        if isinstance(value, str) or int(value) != value or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if train_plies not in ("mover", "both"):
+        raise ValueError(f"train_plies must be one of ('mover', 'both'), got {train_plies!r}")
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    if ref_update_interval < 0:
+        raise ValueError(f"ref_update_interval must be >= 0 (0 = never), got {ref_update_interval}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
+    if target_kl is not None and not target_kl > 0:
+        raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
+    if not 0.0 <= dirichlet_frac <= 1.0:
+        raise ValueError(f"dirichlet_frac must be in [0, 1], got {dirichlet_frac}")
+    if not dirichlet_alpha > 0:
+        raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
 
 
 class GRPO(BaseAlgorithm):
@@ -143,46 +102,24 @@ class GRPO(BaseAlgorithm):
         trajectory, then over trajectories)
     :param ent_coef: entropy bonus coefficient (entropy over legal moves); float or schedule. With
         ``target_entropy`` it is the controller's starting value (a float > 0)
-    :param kl_coef: coefficient of the k3 KL to the reference policy; float or schedule. With ``kl_target`` it
+    :param kl_coef: coefficient of the KL to the reference policy; float or schedule. With ``kl_target`` it
         is the controller's starting value (a float > 0)
+    :param kl_estimator: ``"exact"`` (default): ``sum_a p (log p - log p_ref)`` over the legal moves of each
+        position, from the two networks' full distributions; ``"k3"``: Schulman's estimator on the sampled move
+        (see :func:`kl_to_reference`)
     :param ref_update_interval: copy the policy into the reference every this many rollouts (0 = never: the
         reference stays the initial policy)
     :param max_grad_norm: gradient-norm clip (``None`` = no clipping; the norm is logged either way)
     :param target_kl: SB3's early stop: an epoch ends the update when a minibatch's ``approx_kl`` exceeds
-        ``1.5 * target_kl`` (``None`` = no limit). Not the adaptive KL controller (``kl_target``)
-    :param kl_target: ``None`` (default) keeps ``kl_coef`` as given; a KL in nats makes ``kl_coef`` adaptive:
-        after each update the proportional controller of Ziegler et al.
-        (:class:`~grpo_agent.control.AdaptiveKLController`) moves it toward holding ``train/kl_ref`` at this value
-    :param kl_horizon: the controller's horizon in trained plies (default 10_000): a sustained 20% KL error
-        changes ``kl_coef`` by a factor ``1 + 0.2 * plies / kl_horizon`` per update
-    :param kl_coef_bounds: ``(min, max)`` of the adaptive ``kl_coef`` (default ``(1e-4, 10.0)``)
-    :param target_entropy: ``None`` (default) keeps ``ent_coef`` as given; a fraction in ``(0, 1)`` of the
-        maximum entropy ``log(#legal)`` makes ``ent_coef`` adaptive
-        (:class:`~grpo_agent.control.TargetEntropyController` on ``rollout/entropy_norm``)
-    :param target_entropy_lr: the entropy controller's step in log space per unit of error (default 1.0)
-    :param ent_coef_bounds: ``(min, max)`` of the adaptive ``ent_coef`` (default ``(1e-4, 1.0)``)
-    :param entropy_floor: ``None`` (default: no guard) or a normalized entropy in ``(0, 1)``: when
-        ``rollout/entropy_norm`` (the sampling policy's entropy over log #legal at the configured
-        ``temperature``, boost excluded, so a temperature boost cannot fake a recovery) stays below it for
-        ``guard_patience`` consecutive rollouts, ``on_collapse`` fires
-    :param agreement_ceiling: ``None`` (default: no guard) or an agreement in ``(0, 1]``: the same guard on
-        ``rollout/action_agreement_mean`` staying above it (e.g. 0.95: the group plays one line)
-    :param guard_patience: consecutive bad rollouts before a guard fires (default 5)
-    :param on_collapse: what a firing guard does (default ``"warn"``): ``"warn"`` prints and logs;
-        ``"boost"`` multiplies the entropy pressure by ``boost_factor`` (decaying back by ``boost_decay`` per
-        healthy rollout); ``"stop"`` saves ``guard_stop_<timesteps>.zip`` and ends ``learn()``; ``"rollback"``
-        restores the last healthy policy, optimizer, reference and controllers, skips the update of the
-        collapsed rollout and multiplies the learning rate by ``rollback_lr_factor`` (a stop after
-        ``max_rollbacks``, or when no healthy point exists yet)
-    :param boost_factor: boost multiplier per firing (default 2.0)
-    :param max_boost: cap of the ``ent_coef`` multiplier (default 10.0)
-    :param boost_decay: share of ``boost - 1`` kept per healthy rollout (default 0.9)
-    :param boost_targets: what a boost multiplies: ``("ent_coef",)`` (default), ``("temperature",)`` or both
-    :param max_temperature_boost: cap of the temperature multiplier (default 1.5)
-    :param rollback_lr_factor: learning-rate multiplier per rollback (default 0.5)
-    :param max_rollbacks: rollbacks before a guard stops the run instead (default 3)
-    :param rollback_margin: a rollback snapshot is kept only from rollouts healthy by at least this much (in
-        the watched metric's units; default 0.15), so a rollback does not land on a policy about to collapse
+        ``1.5 * target_kl`` (``None`` = no limit); plies sampled with Dirichlet noise are not judged (their ratio
+        is ``pi / mixture``, not 1, before any step). An update that made no optimizer step at all is counted in
+        ``train/skipped_updates`` and printed. Not the adaptive KL controller (``kl_target``)
+    :param kl_target: (and ``kl_horizon``, ``kl_coef_bounds``, ``target_entropy``, ``target_entropy_lr``,
+        ``ent_coef_bounds``, ``entropy_floor``, ``agreement_ceiling``, ``guard_patience``, ``on_collapse``,
+        ``boost_factor``, ``max_boost``, ``boost_decay``, ``boost_targets``, ``max_temperature_boost``,
+        ``rollback_lr_factor``, ``max_rollbacks``, ``rollback_margin``) the guardrails: the adaptive KL and
+        target-entropy controllers and the collapse guards (warn / boost / stop / rollback), each documented
+        with its default in :meth:`grpo_agent.control.Guardrails.from_options`
     :param guard_save_dir: folder of the ``guard_stop_<timesteps>.zip`` checkpoints (default ``None``: the
         logger's folder, which is the run folder under ``grpo-chess train``)
     :param drop_zero_std_groups: dynamic sampling (default False): groups whose trained plies would all get
@@ -192,8 +129,8 @@ class GRPO(BaseAlgorithm):
     :param zero_std_tol: spread (reward units, peak to peak) at or below which a group has no spread (default
         1e-6); also used by ``rollout/frac_reward_zero_std``
     :param dirichlet_alpha: concentration of the first-ply Dirichlet noise (default 0.3, AlphaZero's for chess)
-    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply is
-        sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
+    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply (every
+        position's candidates, with move groups) is sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
         log-probability is that of this mixture, so the update's importance ratio ``pi / mixture`` corrects for
         the noise (those plies are left out of ``train/ratio_dev_first_batch``, whose 0 checks the others)
     :param max_nonfinite: a minibatch with a non-finite loss or gradient norm is skipped (no optimizer step);
@@ -201,7 +138,6 @@ class GRPO(BaseAlgorithm):
         statistics (default 3)
     :param n_envs: number of games when ``env`` is an id string
     :param env_kwargs: keyword arguments of the env when ``env`` is an id string
-    :param stats_window_size: SB3 episode-statistics window
     :param tensorboard_log: tensorboard log folder (``None`` = none)
     :param policy_kwargs: keyword arguments of the policy (e.g. ``features_extractor_kwargs=dict(n_blocks=6,
         channels=96)``)
@@ -224,11 +160,13 @@ class GRPO(BaseAlgorithm):
         policy: str | type[GRPOPolicy],
         env: GymEnv | str | None,
         learning_rate: float | Schedule = 3e-4,
-        group_size: int = 8,
+        group_mode: str = "games",
+        group_size: int | str = 8,
         horizon: int = 16,
         n_epochs: int = 2,
         batch_size: int = 256,
         temperature: float = 1.0,
+        sample_without_replacement: bool = False,
         train_plies: str = "mover",
         advantage: str = "step",
         advantage_scale: str = "rms",
@@ -239,6 +177,7 @@ class GRPO(BaseAlgorithm):
         loss_aggregation: str = "token",
         ent_coef: float | Schedule = 0.01,
         kl_coef: float | Schedule = 0.0,
+        kl_estimator: str = "exact",
         ref_update_interval: int = 0,
         max_grad_norm: float | None = 1.0,
         target_kl: float | None = None,
@@ -268,7 +207,6 @@ class GRPO(BaseAlgorithm):
         max_nonfinite: int = 3,
         n_envs: int = 64,
         env_kwargs: dict[str, Any] | None = None,
-        stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
         verbose: int = 0,
@@ -276,62 +214,23 @@ class GRPO(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        for name, value in (
-            ("group_size", group_size),
-            ("horizon", horizon),
-            ("n_epochs", n_epochs),
-            ("batch_size", batch_size),
-            ("n_envs", n_envs),
-        ):
-            if int(value) != value or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        choices = {
-            "train_plies": (train_plies, ("mover", "both")),
-            "advantage": (advantage, ADVANTAGE_MODES),
-            "advantage_scale": (advantage_scale, ADVANTAGE_SCALES),
-            "loss_aggregation": (loss_aggregation, ("token", "sequence")),
-            "on_collapse": (on_collapse, ON_COLLAPSE),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if not advantage_eps > 0:
-            raise ValueError(f"advantage_eps must be > 0, got {advantage_eps}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        if ref_update_interval < 0:
-            raise ValueError(f"ref_update_interval must be >= 0 (0 = never), got {ref_update_interval}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
-        if target_kl is not None and not target_kl > 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
-        if entropy_floor is not None and not 0.0 < entropy_floor < 1.0:
-            raise ValueError(f"entropy_floor must be in (0, 1) (a fraction of log #legal) or None, got {entropy_floor}")
-        if agreement_ceiling is not None and not 0.0 < agreement_ceiling <= 1.0:
-            raise ValueError(f"agreement_ceiling must be in (0, 1] or None, got {agreement_ceiling}")
-        if not zero_std_tol >= 0:
-            raise ValueError(f"zero_std_tol must be >= 0, got {zero_std_tol}")
-        if not 0.0 <= dirichlet_frac <= 1.0:
-            raise ValueError(f"dirichlet_frac must be in [0, 1], got {dirichlet_frac}")
-        if int(max_nonfinite) != max_nonfinite or max_nonfinite < 1:
-            raise ValueError(f"max_nonfinite must be an integer >= 1, got {max_nonfinite}")
-        if not dirichlet_alpha > 0:
-            raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
-        boost_targets = tuple(boost_targets)
-        guards_on = entropy_floor is not None or agreement_ceiling is not None
-        if guards_on and on_collapse == "boost" and "ent_coef" in boost_targets and target_entropy is None:
-            if not callable(ent_coef) and not ent_coef > 0:
-                raise ValueError(
-                    f"on_collapse='boost' multiplies ent_coef, which is {ent_coef}: set ent_coef > 0 or "
-                    f"boost_targets=('temperature',)"
-                )
-
+        _check_options(group_mode, group_size, horizon, n_epochs, batch_size, n_envs, temperature, train_plies,
+                       kl_estimator, ref_update_interval, max_grad_norm, target_kl, dirichlet_frac, dirichlet_alpha)
+        # Validated here, built for the collector in _setup_model (the flat values are what a save keeps).
+        AdvantageConfig(advantage, advantage_scale, advantage_eps, gamma, loss_aggregation,  # type: ignore[arg-type]
+                        drop_zero_std_groups, zero_std_tol)
+        #: every guardrail of the run; built here, not in _setup_model, because load() restores it in between
+        self.guardrails = Guardrails.from_options(
+            ent_coef=ent_coef, kl_coef=kl_coef, kl_target=kl_target, kl_horizon=kl_horizon,
+            kl_coef_bounds=kl_coef_bounds, target_entropy=target_entropy, target_entropy_lr=target_entropy_lr,
+            ent_coef_bounds=ent_coef_bounds, entropy_floor=entropy_floor, agreement_ceiling=agreement_ceiling,
+            guard_patience=guard_patience, on_collapse=on_collapse, boost_factor=boost_factor, max_boost=max_boost,
+            boost_decay=boost_decay, boost_targets=boost_targets, max_temperature_boost=max_temperature_boost,
+            rollback_lr_factor=rollback_lr_factor, rollback_margin=rollback_margin, max_rollbacks=max_rollbacks,
+            max_nonfinite=max_nonfinite,
+        )
         if isinstance(env, str):
             import gymnasium as gym
-
-            import chess_env  # noqa: F401  (registers GRPOChess-v0)
 
             env = gym.make_vec(env, num_envs=n_envs, vectorization_mode="vector_entry_point", **(env_kwargs or {}))
 
@@ -340,7 +239,6 @@ class GRPO(BaseAlgorithm):
             env,
             learning_rate=learning_rate,
             policy_kwargs=policy_kwargs,
-            stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
             device=device,
@@ -350,16 +248,14 @@ class GRPO(BaseAlgorithm):
             supported_action_spaces=(spaces.Discrete,),
         )
         if self.env is not None:
-            if not hasattr(self.env, "vector_env"):
-                raise ValueError(
-                    f"GRPO needs a chess_env ChessVectorEnv (or its SB3 adapter ChessVecEnv) for group rollouts, "
-                    f"got {type(self.env).__name__}"
-                )
+            check_group_env(self.env)
             # load() builds with default sizes before restoring the saved ones; _setup_model checks those.
-            if _init_setup_model and self.n_envs % group_size != 0:
+            if _init_setup_model and group_mode == "games" and self.n_envs % group_size != 0:
                 raise ValueError(f"group_size={group_size} does not divide num_envs={self.n_envs}")
 
-        self.group_size = int(group_size)
+        self.group_mode = group_mode
+        self.group_size = group_size if group_size == "all" else int(group_size)
+        self.sample_without_replacement = bool(sample_without_replacement)
         self.horizon = int(horizon)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -369,59 +265,25 @@ class GRPO(BaseAlgorithm):
         self.advantage_scale = advantage_scale
         self.advantage_eps = float(advantage_eps)
         self.gamma = float(gamma)
+        self.loss_aggregation = loss_aggregation
+        self.drop_zero_std_groups = bool(drop_zero_std_groups)
+        self.zero_std_tol = float(zero_std_tol)
         self.clip_range = clip_range
         self.clip_range_high = clip_range if clip_range_high is None else clip_range_high
-        self.loss_aggregation = loss_aggregation
         self.ent_coef = ent_coef
         self.kl_coef = kl_coef
+        self.kl_estimator = kl_estimator
         self.ref_update_interval = int(ref_update_interval)
         self.max_grad_norm = max_grad_norm
         self.target_kl = target_kl
-        self.drop_zero_std_groups = bool(drop_zero_std_groups)
-        self.zero_std_tol = float(zero_std_tol)
         self.dirichlet_alpha = float(dirichlet_alpha)
         self.dirichlet_frac = float(dirichlet_frac)
         self.guard_save_dir = guard_save_dir
-
-        # Controllers and guards are built here, not in _setup_model: load() restores them from the saved
-        # attributes after __init__ and before _setup_model, which must not reset them.
-        self.kl_controller = None
-        if kl_target is not None:
-            self.kl_controller = AdaptiveKLController(
-                _initial_coef("kl_coef", kl_coef, "kl_target"), kl_target, kl_horizon, *kl_coef_bounds
-            )
-        self.ent_coef_controller = None
-        if target_entropy is not None:
-            if not 0.0 < target_entropy < 1.0:
-                raise ValueError(f"target_entropy must be in (0, 1) (a fraction of log #legal), got {target_entropy}")
-            self.ent_coef_controller = TargetEntropyController(
-                target_entropy, _initial_coef("ent_coef", ent_coef, "target_entropy"), target_entropy_lr,
-                *ent_coef_bounds,
-            )
-        guard_kwargs = dict(
-            patience=guard_patience,
-            on_collapse=on_collapse,
-            boost_factor=boost_factor,
-            max_boost=max_boost,
-            decay=boost_decay,
-            boost_targets=boost_targets,
-            max_temperature_boost=max_temperature_boost,
-            rollback_lr_factor=rollback_lr_factor,
-            max_rollbacks=max_rollbacks,
-            snapshot_margin=rollback_margin,
-        )
-        #: collapse guards, each watching one key of ``last_rollout_stats``
-        self.guards: list[CollapseGuard] = []
-        if entropy_floor is not None:
-            self.guards.append(CollapseGuard("entropy_norm", entropy_floor, name="entropy", **guard_kwargs))
-        if agreement_ceiling is not None:
-            self.guards.append(
-                CollapseGuard("action_agreement_mean", agreement_ceiling, name="agreement", **guard_kwargs)
-            )
-        self.nonfinite_guard = NonFiniteGuard(max_nonfinite)
         self._noise_rng = np.random.default_rng(seed)
         #: rollouts collected so far (drives the reference refresh)
         self.n_rollouts = 0
+        #: updates that made no optimizer step (dynamic sampling left nothing, target_kl, non-finite losses)
+        self.skipped_updates = 0
         #: the latest rollout's and update's metrics, for callbacks and guardrails to read
         self.last_rollout_stats: dict[str, float] = {}
         self.last_train_stats: dict[str, float] = {}
@@ -430,8 +292,9 @@ class GRPO(BaseAlgorithm):
         self.stop_checkpoint: str | None = None
         #: the temperature of the rollout in the buffer (the update recomputes log-probabilities with it)
         self._rollout_temperature = self.temperature
-        self._rollout_has_plies = True
         self._nonfinite_stop = False
+        self._fresh_obs: np.ndarray | None = None
+        self.collector: GameGroupCollector | MoveGroupCollector | None = None
 
         if _init_setup_model:
             self._setup_model()
@@ -439,15 +302,19 @@ class GRPO(BaseAlgorithm):
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
         # A ChessVectorEnv is already vectorized: adapt it instead of nesting it in a DummyVecEnv.
-        return BaseAlgorithm._wrap_env(_as_chess_vec_env(env), verbose, monitor_wrapper)
+        if isinstance(env, ChessVectorEnv):
+            from chess_env.sb3 import ChessVecEnv
+
+            env = ChessVecEnv(env)
+        return BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     @property
     def n_groups(self) -> int:
-        """Start positions per rollout."""
-        return self.n_envs // self.group_size
+        """Groups per rollout step: start positions (``"games"``) or current positions (``"moves"``)."""
+        return self.n_envs // self.group_size if self.group_mode == "games" else self.n_envs  # type: ignore[operator]
 
     def _setup_model(self) -> None:
-        if self.n_envs % self.group_size != 0:
+        if self.group_mode == "games" and self.n_envs % self.group_size != 0:  # type: ignore[operator]
             raise ValueError(f"group_size={self.group_size} does not divide num_envs={self.n_envs}")
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
@@ -460,217 +327,102 @@ class GRPO(BaseAlgorithm):
         self.ref_policy = copy.deepcopy(self.policy)
         self.ref_policy.set_training_mode(False)
         self.ref_policy.requires_grad_(False)
-        self.rollout_buffer = GroupRolloutBuffer(
-            self.horizon, self.observation_space, self.action_space, self.n_groups, self.group_size, self.device
-        )
         self.clip_range = FloatSchedule(self.clip_range)
         self.clip_range_high = FloatSchedule(self.clip_range_high)
         self.ent_coef = FloatSchedule(self.ent_coef)
         self.kl_coef = FloatSchedule(self.kl_coef)
+        self._make_collector()
+
+    def _make_collector(self) -> None:
+        """The rollout collector of the current env (none without an env)."""
+        if self.env is None:
+            self.collector, self.rollout_buffer = None, None  # type: ignore[assignment]
+            return
+        advantages = AdvantageConfig(
+            self.advantage, self.advantage_scale, self.advantage_eps, self.gamma,  # type: ignore[arg-type]
+            self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
+        )
+        noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
+        if self.group_mode == "moves":
+            self.collector = MoveGroupCollector(
+                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device
+            )
+        else:
+            self.collector = GameGroupCollector(
+                self.env, self.n_groups, self.group_size, self.horizon, advantages, self.train_plies, noise, self.device  # type: ignore[arg-type]
+            )
+        self.rollout_buffer = self.collector.buffer
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, then a collector for the new env (which must implement the group-rollout protocol)."""
+        super().set_env(env, force_reset)
+        check_group_env(self.env)
+        self._make_collector()
+
+    def _excluded_save_params(self) -> list[str]:
+        # The collector holds the env and the buffer; both are rebuilt from the saved settings.
+        return [*super()._excluded_save_params(), "collector", "_fresh_obs"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "ref_policy"], []
-
-    def _vector_env(self) -> Any:
-        assert self.env is not None, "GRPO has no env; pass one to the constructor, load() or set_env()"
-        return self.env.vector_env  # reaches through SB3 VecEnvWrappers
 
     def sync_reference(self) -> None:
         """Copy the current policy into the reference policy."""
         self.ref_policy.load_state_dict(self.policy.state_dict())
 
-    # -- multipliers from the guards ---------------------------------------------------------------------
-
-    def _guard_product(self, attribute: str) -> float:
-        return float(np.prod([getattr(guard, attribute) for guard in self.guards])) if self.guards else 1.0
-
-    @property
-    def rollout_temperature(self) -> float:
-        """The temperature the next rollout samples at: ``temperature`` times the guards' temperature boosts."""
-        return self.temperature * self._guard_product("temperature_multiplier")
-
-    def current_ent_coef(self, progress_remaining: float | None = None) -> float:
-        """The entropy coefficient of the next update: the schedule's (or the target-entropy controller's)
-        value times the guards' boosts."""
-        progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
-        base = self.ent_coef_controller() if self.ent_coef_controller is not None else self.ent_coef(progress)  # type: ignore[operator]
-        return float(base) * self._guard_product("ent_coef_multiplier")
-
-    def current_kl_coef(self, progress_remaining: float | None = None) -> float:
-        """The KL coefficient of the next update: the adaptive controller's, else the schedule's."""
-        progress = self._current_progress_remaining if progress_remaining is None else progress_remaining
-        return float(self.kl_controller() if self.kl_controller is not None else self.kl_coef(progress))  # type: ignore[operator]
-
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         # SB3's version, times the rollbacks' learning-rate factors.
-        lr = self.lr_schedule(self._current_progress_remaining) * self._guard_product("lr_multiplier")
+        lr = self.lr_schedule(self._current_progress_remaining) * self.guardrails.lr_factor()
         self.logger.record("train/learning_rate", lr)
         for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
             update_learning_rate(optimizer, lr)
 
     # -- rollout -----------------------------------------------------------------------------------------
 
-    def collect_rollouts(
+    def _setup_learn(
         self,
-        env: VecEnv,
-        callback: BaseCallback,
-        rollout_buffer: GroupRolloutBuffer,
-        n_rollout_steps: int | None = None,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        # SB3 resets the env here to have a first observation: make that reset the first rollout's group reset,
+        # instead of one whose games are thrown away.
+        assert self.env is not None and self.collector is not None, "GRPO has no env; pass one to the constructor, load() or set_env()"
+        if self.collector.reset_options is not None:
+            self.env.set_options(self.collector.reset_options)
+        last_obs = self._last_obs
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        self._fresh_obs = self._last_obs if self._last_obs is not last_obs else None  # type: ignore[assignment]
+        return result
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: GroupRolloutBuffer | MoveGroupBuffer
     ) -> bool:
-        """Play one group rollout into ``rollout_buffer``, measure it and compute its advantages.
+        """Have the collector play and finish one rollout into ``rollout_buffer``; log its ``rollout/`` metrics.
 
-        Runs on ``env.vector_env`` with autoreset disabled: ``reset(options={"groups": B, "group_size": G})``
-        then up to ``n_rollout_steps`` (default ``horizon``) vector steps. The policy samples in eval mode under
-        ``no_grad`` at :attr:`rollout_temperature`, only for games still running (the first ply mixed with
-        Dirichlet noise when ``dirichlet_frac > 0``). ``callback.on_step()`` is called after every vector step,
-        like SB3 (``num_timesteps`` grows by ``num_envs`` per step).
-
-        Then, over the trained plies: the sampling policy's ``entropy`` / ``entropy_norm`` (at ``temperature``,
-        boost excluded; ``policy_diversity_kl`` is measured on the same distributions, so the first-ply noise
-        does not count as diversity), the group-collapse diagnostics of :func:`~grpo_agent.diagnostics.rollout_diagnostics`,
-        dynamic sampling when enabled, and the advantages. Everything goes to ``rollout/`` in the logger and to
-        :attr:`last_rollout_stats` (keys without the prefix).
+        The policy samples at the configured ``temperature`` times the guards' boosts; ``callback.on_step()`` is
+        called after every vector step, with ``num_timesteps`` grown by ``num_envs`` as in SB3. The statistics
+        (keys without the ``rollout/`` prefix) are kept in :attr:`last_rollout_stats`.
 
         :return: False if a callback asked to stop.
         """
-        from gymnasium.vector import AutoresetMode
-
-        venv = env.vector_env
-        n_steps = self.horizon if n_rollout_steps is None else n_rollout_steps
-        self.policy.set_training_mode(False)
-        rollout_buffer.reset()
+        assert self.collector is not None and env is self.env and rollout_buffer is self.collector.buffer
         callback.on_rollout_start()
-        engine_before = venv.engine_stats() if hasattr(venv, "engine_stats") else None
-        temperature = self._rollout_temperature = self.rollout_temperature
-        diversity = PolicyDiversity()
-        entropy_sum = entropy_norm_sum = 0.0
-        n_entropy = n_entropy_norm = 0
-        start = time.perf_counter()
-        previous_mode = venv.autoreset_mode
-        venv.autoreset_mode = AutoresetMode.DISABLED
-        try:
-            seed = self.seed if self.n_rollouts == 0 else None
-            obs, infos = venv.reset(seed=seed, options={"groups": self.n_groups, "group_size": self.group_size})
-            masks = np.asarray(venv.action_masks(), dtype=bool)
-            first_mover = np.array([board.turn for board in venv.boards])
-            done = np.zeros(self.n_envs, dtype=bool)
-            for step in range(n_steps):
-                active = ~done
-                if not active.any():
-                    break
-                # With self-play consecutive plies alternate sides; with an in-env opponent they do not.
-                same_side = np.array([board.turn for board in venv.boards]) == first_mover
-                trained_now = active & same_side if self.train_plies == "mover" else active
-                noisy = step == 0 and self.dirichlet_frac > 0
-                actions = np.zeros(self.n_envs, dtype=np.int64)
-                log_probs = np.zeros(self.n_envs, dtype=np.float32)
-                with th.no_grad():
-                    obs_tensor = obs_as_tensor(obs[active], self.device)
-                    mask_tensor = th.as_tensor(masks[active], device=self.device)
-                    dist = self.policy.get_distribution(obs_tensor, mask_tensor, temperature)
-                    if noisy:
-                        mixed = dirichlet_mix(
-                            dist.distribution.probs, mask_tensor, self.dirichlet_alpha, self.dirichlet_frac,
-                            self._noise_rng,
-                        )
-                        sampled = th.multinomial(mixed, 1).squeeze(1)
-                        # The log-probability of the distribution actually sampled, not the policy's.
-                        log_prob = th.log(mixed.gather(1, sampled[:, None]).squeeze(1))
-                    else:
-                        sampled = dist.get_actions()
-                        log_prob = dist.log_prob(sampled)
-                    # Health of the policy itself at the configured temperature (noise and boost excluded).
-                    log_p = dist.distribution.logits  # normalized; illegal entries ~ -1e8
-                    if temperature != self.temperature:
-                        log_p = th.log_softmax(log_p * (temperature / self.temperature), dim=1)
-                    entropy = -(log_p.exp() * log_p).sum(dim=1)
-                    n_legal = mask_tensor.sum(dim=1)
-                    counted = th.as_tensor(trained_now[active], device=self.device)
-                    several = counted & (n_legal > 1)
-                    entropy_sum += float(entropy[counted].sum())
-                    n_entropy += int(counted.sum())
-                    entropy_norm_sum += float((entropy[several] / th.log(n_legal[several].float())).sum())
-                    n_entropy_norm += int(several.sum())
-                    full_log_p = th.zeros(self.n_envs, log_p.shape[1], device=self.device)
-                    full_log_p[th.as_tensor(active, device=self.device)] = log_p
-                    diversity.add(
-                        full_log_p,
-                        trained_now.reshape(self.n_groups, self.group_size),
-                        th.as_tensor(masks, device=self.device),
-                    )
-                actions[active] = sampled.cpu().numpy()
-                log_probs[active] = log_prob.cpu().numpy()
-                new_obs, rewards, terminated, truncated, infos = venv.step(actions)
-                self.num_timesteps += self.n_envs
-                rollout_buffer.add(
-                    obs,
-                    actions,
-                    rewards,
-                    active,
-                    log_probs,
-                    masks,
-                    trained=same_side if self.train_plies == "mover" else None,
-                    sign=np.where(same_side, 1.0, -1.0),
-                    noisy=active if noisy else None,
-                )
-                done |= np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
-                obs = new_obs
-                masks = np.asarray(venv.action_masks(), dtype=bool)
-                callback.update_locals(locals())
-                if not callback.on_step():
-                    return False
-        finally:
-            venv.autoreset_mode = previous_mode
-        elapsed = max(time.perf_counter() - start, 1e-9)
 
-        trained = rollout_buffer.trained & rollout_buffer.valid
-        zero_values, zero_mask = rollout_buffer.advantage_values(self.advantage, self.gamma)  # type: ignore[arg-type]
-        stats = {
-            "step_reward_mean": float(rollout_buffer.rewards[trained].mean()) if trained.any() else math.nan,
-            "step_reward_std": float(rollout_buffer.rewards[trained].std()) if trained.any() else math.nan,
-            "plies_per_s": float(rollout_buffer.valid.sum() / elapsed),
-            "finished_frac": float(done.mean()),
-            "temperature": temperature,
-            "entropy": entropy_sum / n_entropy if n_entropy else math.nan,
-            "entropy_norm": entropy_norm_sum / n_entropy_norm if n_entropy_norm else math.nan,
-        }
-        stats.update(
-            rollout_diagnostics(
-                rollout_buffer.actions,
-                rollout_buffer.rewards,
-                rollout_buffer.valid,
-                rollout_buffer.advantage_values("outcome", self.gamma)[0],
-                trained=trained,
-                zero_std_values=zero_values,
-                zero_std_mask=zero_mask,
-                zero_std_tol=self.zero_std_tol,
-                diversity=diversity,
-                prefix="",
-            )
-        )
-        if self.drop_zero_std_groups:
-            dropped = zero_std_groups(zero_values, zero_mask, self.zero_std_tol)
-            rollout_buffer.drop_groups(dropped)
-            stats["dropped_groups"] = float(dropped.sum())
-            if self.verbose >= 1 and dropped.any():
-                print(f"dynamic sampling: dropped {int(dropped.sum())}/{self.n_groups} groups with no reward spread")
-        rollout_buffer.compute_advantages(
-            advantage=self.advantage,  # type: ignore[arg-type]
-            scale=self.advantage_scale,  # type: ignore[arg-type]
-            eps=self.advantage_eps,
-            gamma=self.gamma,
-            loss_aggregation=self.loss_aggregation,  # type: ignore[arg-type]
-        )
-        self._rollout_has_plies = bool(rollout_buffer.trained.any())
-        if engine_before is not None:
-            after = venv.engine_stats()
-            hits = after["cache_hits"] - engine_before["cache_hits"]
-            lookups = hits + after["cache_misses"] - engine_before["cache_misses"]
-            if lookups > 0:
-                stats["engine_cache_hit_rate"] = hits / lookups
+        def on_step(n_plies: int, step_locals: dict[str, Any]) -> bool:
+            self.num_timesteps += n_plies
+            callback.update_locals(step_locals)
+            return callback.on_step()
+
+        self._rollout_temperature = self.guardrails.temperature(self.temperature)
+        start_obs, self._fresh_obs = self._fresh_obs, None
+        stats = self.collector.collect(self.policy, self._rollout_temperature, self.temperature, on_step, start_obs)
+        if stats is None:
+            return False
         for key, value in stats.items():
-            if not math.isnan(value):
-                self.logger.record(f"rollout/{key}", value)
+            self.logger.record(f"rollout/{key}", value)
         self.last_rollout_stats = stats
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -685,51 +437,10 @@ class GRPO(BaseAlgorithm):
             "optimizer": self.policy.optimizer,
             "ref_policy": self.ref_policy,
         }
-        if self.kl_controller is not None:
-            objects["kl_controller"] = self.kl_controller
-        if self.ent_coef_controller is not None:
-            objects["ent_coef_controller"] = self.ent_coef_controller
+        for name in ("kl_controller", "ent_coef_controller"):
+            if getattr(self.guardrails, name) is not None:
+                objects[name] = getattr(self.guardrails, name)
         return objects
-
-    def _apply_rollout_guards(self) -> str:
-        """Feed the rollout's health metrics to the entropy controller and the collapse guards and carry out
-        what they decide.
-
-        The metrics describe the policy that sampled the rollout, i.e. the parameters before this rollout's
-        update, so a rollback guard snapshots exactly those parameters and keeps the snapshot if they are healthy.
-
-        :return: ``"train"`` (update on this rollout), ``"skip"`` (a rollback restored an earlier policy: this
-            rollout came from the collapsed one) or ``"stop"``.
-        """
-        stats = self.last_rollout_stats
-        for guard in self.guards:
-            if guard.on_collapse == "rollback":
-                guard.snapshot(self._restorable())
-        if self.ent_coef_controller is not None:
-            self.ent_coef_controller.update(stats.get("entropy_norm", math.nan))
-            self.logger.record("train/entropy_norm_target", self.ent_coef_controller.target_fraction)
-        actions = []
-        for guard in self.guards:
-            action = guard.update(stats.get(guard.metric, math.nan))
-            if action.message and action.event is not GuardEvent.STOP:  # _guard_stop prints a stop's reason
-                print(action.message)
-            actions.append((guard, action))
-        verdict = "train"
-        for guard, action in actions:
-            if action.event is GuardEvent.STOP:
-                self._guard_stop(action.message)
-                verdict = "stop"
-            elif action.event is GuardEvent.ROLLBACK and verdict == "train":
-                guard.restore(self._restorable())
-                verdict = "skip"
-        for guard in self.guards:
-            for key, value in guard.as_log_dict().items():
-                self.logger.record(key, value)
-        if self.guards:
-            self.logger.record("guard/ent_coef_multiplier", self._guard_product("ent_coef_multiplier"))
-            self.logger.record("guard/temperature_multiplier", self._guard_product("temperature_multiplier"))
-            self.logger.record("guard/lr_multiplier", self._guard_product("lr_multiplier"))
-        return verdict
 
     def _guard_stop(self, reason: str) -> None:
         """Save ``guard_stop_<timesteps>.zip`` and record why the run stops."""
@@ -743,119 +454,104 @@ class GRPO(BaseAlgorithm):
 
     # -- update ------------------------------------------------------------------------------------------
 
-    @th.no_grad()
-    def _compute_ref_log_probs(self, temperature: float) -> None:
-        """Reference log-probabilities of the trained plies, at the rollout temperature."""
-        indices = self.rollout_buffer.trained_indices()
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
-            data = self.rollout_buffer.flat_samples(chunk)
-            log_prob, _ = self.ref_policy.evaluate_actions(data.observations, data.actions, data.action_masks, temperature)
-            self.rollout_buffer.set_ref_log_probs(chunk, log_prob)
+    def _needs_reference(self, kl_coef: float) -> bool:
+        """Whether the loss reads the reference: a KL penalty, or a controller that adapts one."""
+        return kl_coef > 0 or self.guardrails.kl_controller is not None
+
+    def _optimizer_step(self, loss: th.Tensor, stats: dict[str, float]) -> NonFiniteAction:
+        """Back-propagate and step, unless the loss or the gradient norm is not finite (then drop the gradient)."""
+        nonfinite = self.guardrails.nonfinite
+        self.policy.optimizer.zero_grad()
+        verdict = nonfinite.check(loss.item(), None, stats)
+        if verdict is NonFiniteAction.OK:
+            loss.backward()
+            max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm).item()
+            verdict = nonfinite.check(loss.item(), grad_norm, stats)
+        if verdict is not NonFiniteAction.OK:
+            # A NaN/inf step would poison every parameter it touches.
+            self.policy.optimizer.zero_grad()
+            if self.verbose >= 1 or verdict is NonFiniteAction.STOP:
+                print(f"[guard nonfinite] skipped a minibatch: {nonfinite.message()}")
+            return verdict
+        self.policy.optimizer.step()
+        stats.update(grad_norm=grad_norm, loss=loss.item())
+        return verdict
 
     def train(self) -> None:
         """Update the policy on the current rollout: ``n_epochs`` passes of minibatches of trained plies.
 
-        Minibatches whose loss or gradient norm is not finite are skipped (no optimizer step); after
-        ``max_nonfinite`` in a row the update ends and :meth:`learn` stops the run. Afterwards the adaptive KL
-        controller (if any) takes the update's ``kl_ref``.
+        An update that makes no optimizer step (dynamic sampling left no ply, ``target_kl`` stopped the first
+        minibatch, every minibatch was non-finite) is counted in ``train/skipped_updates`` and printed. After
+        ``max_nonfinite`` non-finite minibatches in a row the update ends and :meth:`learn` stops the run.
         """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         progress = self._current_progress_remaining
-        temperature = self._rollout_temperature
-        clip_range = self.clip_range(progress)  # type: ignore[operator]
-        clip_range_high = self.clip_range_high(progress)  # type: ignore[operator]
-        ent_coef = self.current_ent_coef(progress)
-        kl_coef = self.current_kl_coef(progress)
-        self._compute_ref_log_probs(temperature)
-
+        coefs = {
+            "clip_range": self.clip_range(progress),  # type: ignore[operator]
+            "clip_range_high": self.clip_range_high(progress),  # type: ignore[operator]
+            "ent_coef": self.guardrails.ent_coef(self.ent_coef, progress),  # type: ignore[arg-type]
+            "kl_coef": self.guardrails.kl_coef(self.kl_coef, progress),  # type: ignore[arg-type]
+        }
+        with_reference = self._needs_reference(coefs["kl_coef"])
         history: dict[str, list[float]] = {}
-        first_batch_ratio_dev: float | None = None
-        continue_training = True
-        skipped = 0
+        first: dict[str, float] | None = None
+        steps, nonfinite_skips, why_skipped = 0, 0, "dynamic sampling left no trained ply"
         for epoch in range(self.n_epochs):
+            stop = False
             for data in self.rollout_buffer.get(self.batch_size):
-                log_prob, entropy = self.policy.evaluate_actions(
-                    data.observations, data.actions, data.action_masks, temperature
-                )
-                loss, stats = grpo_loss(
-                    log_prob,
-                    data.old_log_prob,
-                    data.advantages,
-                    data.weights,
-                    entropy,
-                    data.ref_log_prob,
-                    clip_range,
-                    clip_range_high,
-                    ent_coef,
-                    kl_coef,
-                )
-                if first_batch_ratio_dev is None:
+                loss, stats = minibatch_loss(self.policy, self.ref_policy if with_reference else None, data,
+                                             self._rollout_temperature, coefs, self.kl_estimator)
+                if first is None:
                     # Straight after the rollout the policy is the sampling policy: any deviation here is a
-                    # log-probability mismatch (temperature, masking, train/eval mode), not learning. Plies
-                    # sampled with Dirichlet noise have the mixture's log-prob and are left out.
-                    clean = ~data.noisy
-                    if clean.any():
-                        first_batch_ratio_dev = (log_prob - data.old_log_prob)[clean].exp().sub(1).abs().max().item()
-                n_legal = data.action_masks.sum(dim=1)
-                several = n_legal > 1
-                if several.any():
-                    stats["entropy_norm"] = (entropy[several] / th.log(n_legal[several].float())).mean().item()
-
+                    # log-probability mismatch (temperature, masking, train/eval mode), not learning.
+                    first = {"ratio_dev_first_batch": stats["ratio_dev"]}
+                    if not with_reference:
+                        first["kl_ref"] = reference_kl(self.policy, self.ref_policy, data, self._rollout_temperature,
+                                                       self.kl_estimator)
                 if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
-                    continue_training = False
+                    why_skipped = f"target_kl: approx_kl {stats['approx_kl']:.4f} > 1.5 * {self.target_kl} at epoch {epoch}"
                     if self.verbose >= 1:
                         print(f"Early stopping at epoch {epoch} due to reaching max kl: {stats['approx_kl']:.4f}")
+                    stop = True
                     break
-
-                self.policy.optimizer.zero_grad()
-                verdict = self.nonfinite_guard.check(loss.item(), None, stats)
+                verdict = self._optimizer_step(loss, stats)
                 if verdict is NonFiniteAction.OK:
-                    loss.backward()
-                    max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-                    grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
-                    verdict = self.nonfinite_guard.check(loss.item(), grad_norm.item(), stats)
-                if verdict is not NonFiniteAction.OK:
-                    # A NaN/inf step would poison every parameter it touches: drop its gradient instead.
-                    self.policy.optimizer.zero_grad()
-                    skipped += 1
-                    if self.verbose >= 1 or verdict is NonFiniteAction.STOP:
-                        print(f"[guard nonfinite] skipped a minibatch: {self.nonfinite_guard.message()}")
-                    if verdict is NonFiniteAction.STOP:
-                        self._nonfinite_stop = True
-                        continue_training = False
-                        break
-                    continue
-                self.policy.optimizer.step()
-                stats["grad_norm"] = grad_norm.item()
-                stats["loss"] = loss.item()
-                for key, value in stats.items():
-                    history.setdefault(key, []).append(value)
+                    steps += 1
+                    for key, value in stats.items():
+                        history.setdefault(key, []).append(value)
+                elif verdict is NonFiniteAction.STOP:
+                    self._nonfinite_stop = stop = True
+                    break
+                else:
+                    nonfinite_skips += 1
+                    why_skipped = "non-finite losses"
             self._n_updates += 1
-            if not continue_training:
+            if stop:
                 break
+        if steps == 0:
+            self.skipped_updates += 1
+            print(f"rollout {self.n_rollouts + 1}: the update made no optimizer step ({why_skipped}); "
+                  f"{self.skipped_updates} skipped so far")
+        self.logger.record("guard/nonfinite_skipped_update", float(nonfinite_skips))
+        self._log_update(history, first or {}, coefs)
 
+    def _log_update(self, history: dict[str, list[float]], first: dict[str, float], coefs: dict[str, float]) -> None:
+        """Record the update's ``train/`` metrics and feed the adaptive KL controller."""
         trained = self.rollout_buffer.trained
-        summary = {key: float(np.mean(values)) for key, values in history.items() if key != "ratio_dev"}
+        summary = {key: float(np.nanmean(values)) for key, values in history.items() if key != "ratio_dev"}
+        summary.update(first)
         summary.update(
-            advantage_std=float(self.rollout_buffer.advantages[trained].std()) if trained.any() else 0.0,
-            ent_coef=ent_coef,
-            kl_coef=kl_coef,
-            clip_range=clip_range,
-            clip_range_high=clip_range_high,
-            temperature=temperature,
+            advantage_std=float(self.rollout_buffer.advantages[self.rollout_buffer.weights > 0].std()) if trained.any() else 0.0,
+            temperature=self._rollout_temperature,
+            skipped_updates=float(self.skipped_updates),
+            **coefs,
         )
-        if first_batch_ratio_dev is not None:
-            summary["ratio_dev_first_batch"] = first_batch_ratio_dev
-        if self.kl_controller is not None and "kl_ref" in summary:
-            self.kl_controller.update(summary["kl_ref"], int(trained.sum()))
-            summary["kl_target"] = self.kl_controller.kl_target
+        for key, value in self.guardrails.after_update(summary.get("kl_ref"), int(trained.sum())).items():
+            summary[key.removeprefix("train/")] = value
         for key, value in summary.items():
-            self.logger.record(f"train/{key}", value)
-        for key, value in self.nonfinite_guard.as_log_dict().items():
-            self.logger.record(key, value)
-        self.logger.record("guard/nonfinite_skipped_update", float(skipped))
+            self.logger.record(key if key.startswith("guard/") else f"train/{key}", value)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.last_train_stats = summary
 
@@ -879,17 +575,15 @@ class GRPO(BaseAlgorithm):
     ) -> SelfGRPO:
         """Train for ``total_timesteps`` env steps (each rollout is ``num_envs * horizon`` of them).
 
-        Each iteration: a rollout, the collapse guards on its metrics, the update (skipped after a rollback or
-        when dynamic sampling left nothing to train), the adaptive controllers. A guard ``"stop"`` or too many
-        non-finite minibatches save ``guard_stop_<timesteps>.zip``, print why and end the loop cleanly
-        (:attr:`stop_reason`, :attr:`stop_checkpoint`; callbacks still get ``on_training_end``). Logs are
-        written after each update (every ``log_interval`` rollouts, and always for the stopping one), so a
-        rollout's metrics and its update's metrics share one row.
+        Each iteration: a rollout, the guardrails' decision on its metrics, the update (skipped after a
+        rollback), the reference refresh. A guard ``"stop"`` or too many non-finite minibatches save
+        ``guard_stop_<timesteps>.zip``, print why and end the loop cleanly (:attr:`stop_reason`,
+        :attr:`stop_checkpoint`; callbacks still get ``on_training_end``). Logs are written after each update
+        (every ``log_interval`` rollouts, and always for the stopping one), so a rollout's metrics and its
+        update's metrics share one row.
         """
         iteration = 0
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
+        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         self.stop_reason = self.stop_checkpoint = None
         self._nonfinite_stop = False
         callback.on_training_start(locals(), globals())
@@ -899,26 +593,22 @@ class GRPO(BaseAlgorithm):
                 break
             iteration += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            verdict = self._apply_rollout_guards()
-            if verdict == "train":
-                if self._rollout_has_plies:
-                    self.train()
-                else:
-                    print(
-                        f"rollout {self.n_rollouts + 1}: no trained ply left (dynamic sampling dropped "
-                        f"{self.last_rollout_stats.get('dropped_groups', 0):.0f}/{self.n_groups} groups with no "
-                        f"reward spread); skipping the update"
-                    )
-                    self.logger.record("train/skipped", 1.0)
+            decision = self.guardrails.after_rollout(self.last_rollout_stats, self._restorable())
+            for message in decision.messages:
+                print(message)
+            for key, value in decision.logs.items():
+                self.logger.record(key, value)
+            if decision.verdict == "train":
+                self.train()
             self.n_rollouts += 1
-            if self._nonfinite_stop:
-                self._guard_stop(self.nonfinite_guard.message())
-                verdict = "stop"
-            if self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0 and verdict == "train":
+            if decision.verdict == "stop" or self._nonfinite_stop:
+                self._guard_stop(decision.stop_reason or self.guardrails.nonfinite.message())
+            elif self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0 and decision.verdict == "train":
                 self.sync_reference()
-            if verdict == "stop" or (log_interval is not None and iteration % log_interval == 0):
+            stopped = self.stop_reason is not None
+            if stopped or (log_interval is not None and iteration % log_interval == 0):
                 self.dump_logs(iteration)
-            if verdict == "stop":
+            if stopped:
                 break
         callback.on_training_end()
         return self

@@ -43,7 +43,8 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from chess_env.encoding import N_ACTIONS, observation
 from grpo_agent.grpo import GRPO
 from grpo_agent.policies import GRPOPolicy
-from grpo_agent.pretrain_data import DATASET_FILE, LabelledPositions, Progress, build_dataset
+from grpo_agent.pretrain_data import DATASET_FILE, LabelledPositions, build_dataset
+from grpo_agent.progress import Progress
 
 __all__ = [
     "DATASET_FILE",
@@ -409,6 +410,8 @@ def warm_start(model: GRPO, pretrained_path: str | os.PathLike) -> None:
 
 #: keys of a ``pretrain:`` config section besides the :class:`PretrainConfig` fields
 RUN_KEYS = ("policy", "policy_kwargs", "engine_path")
+#: every key a ``pretrain:`` config section may hold
+PRETRAIN_KEYS = (*(f.name for f in dataclasses.fields(PretrainConfig)), *RUN_KEYS)
 
 
 def parse_section(cfg: dict[str, Any] | None) -> tuple[PretrainConfig, dict[str, Any]]:

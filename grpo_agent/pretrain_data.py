@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from chess_env.encoding import encode_move
 from chess_env.positions import load_positions
 from chess_env.rewards import score_value
 from chess_env.rules import game_outcome
+from grpo_agent.progress import Progress
 
 if TYPE_CHECKING:
     from grpo_agent.pretrain import PretrainConfig
@@ -52,7 +52,6 @@ DATASET_VERSION = 1
 #: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
 WALKS_PER_BATCH = 64
 #: seconds between plain progress lines when stdout is not a terminal
-PLAIN_PROGRESS_INTERVAL = 30.0
 
 
 
@@ -133,38 +132,6 @@ def stored_key(path: str | os.PathLike) -> str | None:
             return str(data["key"])
     except (OSError, KeyError, ValueError):
         return None
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every ``PLAIN_PROGRESS_INTERVAL`` seconds, so a log
-    file gets a few readable lines instead of carriage-return noise."""
-
-    def __init__(self, total: int, desc: str, unit: str) -> None:
-        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
-        self.start = self.last = time.perf_counter()
-        self.bar = None
-        if sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stdout, dynamic_ncols=True)
-
-    def update(self, n: int, **postfix: float) -> None:
-        self.n += n
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
-            return
-        now = time.perf_counter()
-        if now - self.last >= PLAIN_PROGRESS_INTERVAL:
-            self.last = now
-            extra = "".join(f", {k} {v:.4g}" for k, v in postfix.items())
-            rate = self.n / max(now - self.start, 1e-9)
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit} ({rate:.1f}/s{extra})", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 @dataclass

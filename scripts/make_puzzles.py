@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate the shipped tactical puzzle set ``grpo_agent/data/puzzles.csv`` with Stockfish.
+"""Generate the shipped tactical puzzle set ``chess_env/data/puzzles.csv`` with Stockfish.
 
 Positions come from games in which both sides play Stockfish's depth-2 move, or with
 probability ``--p-random`` a uniformly random legal move: the random moves are blunders, and the
@@ -25,7 +25,7 @@ verification: ``Score`` (Stockfish's score of the best move, e.g. ``#2`` or ``+4
 
 Usage::
 
-    python scripts/make_puzzles.py --out grpo_agent/data/puzzles.csv --seed 0
+    python scripts/make_puzzles.py --out chess_env/data/puzzles.csv --seed 0
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import chess
 import chess.engine
 import numpy as np
 
-from chess_env.engine import find_stockfish
+from chess_env.engine import EnginePlayer
 
 THEMES = ("mateIn1", "mateIn2", "winMaterial")
 PIECE_VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
@@ -96,7 +96,7 @@ def score_text(score: chess.engine.Score) -> str:
     return f"#{score.mate()}" if score.is_mate() else f"{score.score():+d}"
 
 
-def classify(engine: chess.engine.SimpleEngine, board: chess.Board, depth: int, args: argparse.Namespace,
+def classify(engine: EnginePlayer, board: chess.Board, depth: int, args: argparse.Namespace,
              wanted: set[str]) -> tuple[str, list[chess.Move], chess.engine.Score] | None:
     """The theme and solution of ``board`` (solver to move) if it is a verified puzzle, else ``None``."""
     if board.legal_moves.count() < 2:
@@ -156,8 +156,7 @@ def generate(args: argparse.Namespace) -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
     started = time.monotonic()
-    with chess.engine.SimpleEngine.popen_uci(find_stockfish(args.stockfish)) as engine:
-        engine.configure({"Threads": 1, "Hash": 16})
+    with EnginePlayer(path=args.stockfish, hash_mb=16) as engine:
         for game_index in range(args.max_games):
             wanted = {t for t, n in quota.items() if n > 0}
             if not wanted:
@@ -169,7 +168,7 @@ def generate(args: argparse.Namespace) -> list[dict[str, str]]:
                 if rng.random() < args.p_random:
                     move = moves[int(rng.integers(len(moves)))]
                 else:
-                    move = engine.play(board, chess.engine.Limit(depth=2), game=game_index).move
+                    move = engine.play(board, chess.engine.Limit(depth=2), game=game_index)
                 before = board.fen()
                 board.push(move)
                 key = board.epd()
@@ -201,7 +200,7 @@ def generate(args: argparse.Namespace) -> list[dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("grpo_agent/data/puzzles.csv"))
+    parser.add_argument("--out", type=Path, default=Path("chess_env/data/puzzles.csv"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mate1", type=int, default=90, help="number of mate-in-1 puzzles")
     parser.add_argument("--mate2", type=int, default=60, help="number of mate-in-2 puzzles")

@@ -37,7 +37,7 @@ import chess
 import chess.engine
 import numpy as np
 
-from chess_env.engine import find_stockfish
+from chess_env.engine import EnginePlayer, find_stockfish
 from chess_env.positions import DATA_DIR, PHASES, classify_phase, is_balanced
 
 OPENING_PLIES = (6, 16)
@@ -76,7 +76,7 @@ class GenConfig:
     stockfish: str
 
 
-def _choose_move(engine: chess.engine.SimpleEngine, board: chess.Board, rng: np.random.Generator,
+def _choose_move(engine: EnginePlayer, board: chess.Board, rng: np.random.Generator,
                  cfg: GenConfig, game: int) -> chess.Move:
     """A random legal move with probability ``p_random`` (``p_random_opening`` before ply
     :data:`RANDOM_OPENING_PLIES`), else a draw over Stockfish's top 3 moves weighted towards balance."""
@@ -97,7 +97,7 @@ def _choose_move(engine: chess.engine.SimpleEngine, board: chess.Board, rng: np.
     return moves[rng.choice(len(moves), p=weights / weights.sum())]
 
 
-def play_game(engine: chess.engine.SimpleEngine, cfg: GenConfig, game: int) -> list[Candidate]:
+def play_game(engine: EnginePlayer, cfg: GenConfig, game: int) -> list[Candidate]:
     """Play one semi-random game and return its scored snapshots."""
     rng = np.random.default_rng([cfg.seed, game])
     snap_plies = {int(rng.integers(OPENING_PLIES[0], OPENING_PLIES[1] + 1)),
@@ -126,12 +126,8 @@ def play_game(engine: chess.engine.SimpleEngine, cfg: GenConfig, game: int) -> l
 def run_shard(args: tuple[GenConfig, list[int]]) -> list[Candidate]:
     """Play the given games with one single-threaded engine (one worker process)."""
     cfg, games = args
-    engine = chess.engine.SimpleEngine.popen_uci(cfg.stockfish)
-    try:
-        engine.configure({"Threads": 1, "Hash": ENGINE_HASH_MB})
+    with EnginePlayer(path=cfg.stockfish, hash_mb=ENGINE_HASH_MB) as engine:
         return [c for game in games for c in play_game(engine, cfg, game)]
-    finally:
-        engine.quit()
 
 
 def histogram(cands: list[Candidate]) -> str:

@@ -1,7 +1,44 @@
-"""Shared test set-up."""
+"""Shared test set-up and helpers (``from conftest import ...``: pytest puts this folder on the path)."""
+
+from pathlib import Path
 
 import pytest
 import torch
+
+from chess_env.engine import EngineNotFoundError, find_stockfish
+
+try:
+    STOCKFISH: str | None = find_stockfish()
+except EngineNotFoundError:  # tests that need no engine still run
+    STOCKFISH = None
+needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
+
+# Two rows in the Lichess puzzle database format (FEN before the opponent's move).
+PUZZLE_CSV = """\
+PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags
+00sHx,q3k1nr/1pp1nQpp/3p4/1P2p3/4P3/B1PP1b2/B5PP/5K2 b k - 0 17,e8d7 a2e6 d7d8 f7f8,1760,80,83,72,mate mateIn2 middlegame short,https://lichess.org/yyznGmXs/black#34,Italian_Game Italian_Game_Classical_Variation
+00sJ9,r3r1k1/p4ppp/2p2n2/1p6/3P1qb1/2NQR3/PPB2PP1/R1B3K1 w - - 5 18,e3g3 e8e1 g1h2 e1c1 a1c1 f4h6 h2g1 h6c1,2671,105,87,325,advantage attraction fork long sacrifice veryLong,https://lichess.org/gyFeQsOE#35,French_Defense French_Defense_Exchange_Variation
+"""
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists, zombies included (a reaped child has no /proc entry)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def save_tiny_model(path, history: int = 0, sharpen: float = 1.0) -> str:
+    """Save an untrained 1-block, 8-channel GRPO model at ``path``; ``sharpen`` scales its policy head
+    (the policy is near uniform at 1). Returns the path as a string."""
+    from chess_env.vector import ChessVectorEnv
+    from grpo_agent import GRPO
+
+    model = GRPO("ChessResNetPolicy", ChessVectorEnv(4, shaping=False, history=history), group_size=2, seed=0,
+                 policy_kwargs=dict(features_extractor_kwargs=dict(n_blocks=1, channels=8)))
+    with torch.no_grad():
+        for parameter in model.policy.action_net.parameters():
+            parameter.mul_(sharpen)
+    model.save(path)
+    return str(path)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,3 +49,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def puzzle_csv(tmp_path) -> Path:
+    """A two-puzzle file in Lichess's CSV layout (:data:`PUZZLE_CSV`)."""
+    path = tmp_path / "puzzles.csv"
+    path.write_text(PUZZLE_CSV)
+    return path

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
+import os
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import ablation, common, compare_ppo  # noqa: E402
+from benchmarks import ablation, common, compare_ppo
+from grpo_agent.cli import ConfigError, build_parser, main
+from grpo_agent.cli.bench import BENCHMARKS, SOURCE_ROOT, benchmark_command
 
 
 def test_mean_ci_uses_student_t():
@@ -76,13 +73,18 @@ def test_maskable_ppo_actor_is_the_grpo_network():
     assert all(id(p) in optimized for p in ppo.policy.action_net.parameters())
 
 
-def test_cli_wires_bench_and_sweep():
-    from grpo_agent.cli import build_parser
-
-    args = build_parser().parse_args(["bench", "compare", "--preset", "ci", "--seeds", "3"])
-    assert args.func is compare_ppo.run_from_args and args.seeds == [3]
-    args = build_parser().parse_args(["sweep", "--preset", "ci", "--scales", "none", "std"])
-    assert args.func is ablation.run_from_args and args.scales == ["none", "std"]
+def test_cli_runs_the_benchmarks_of_the_checkout_as_modules(tmp_path, capfd):
+    command, env = benchmark_command("compare_ppo", ["--preset", "ci", "--seeds", "3"])
+    assert command[1:] == ["-m", "benchmarks.compare_ppo", "--preset", "ci", "--seeds", "3"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(SOURCE_ROOT)
+    assert all((SOURCE_ROOT / "benchmarks" / f"{module}.py").is_file() for module, _ in BENCHMARKS.values())
+    # Every argument after the name is the benchmark's own, --help included; its exit status is the command's.
+    assert build_parser().parse_args(["bench", "compare", "--help"]).benchmark_args == ["--help"]
+    assert main(["sweep", "--preset", "nope"]) == 2
+    err = capfd.readouterr().err
+    assert "ablation.py" in err and "invalid choice: 'nope'" in err
+    with pytest.raises(ConfigError, match="source repository"):  # a pip install has no benchmarks/
+        benchmark_command("compare_ppo", [], root=tmp_path)
 
 
 @pytest.mark.slow

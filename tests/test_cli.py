@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from grpo_agent.cli import ConfigError, latest_checkpoint, load_config, main, parse_schedule
+from grpo_agent.cli import ConfigError, main
+from grpo_agent.cli.config import load_config, parse_schedule
+from grpo_agent.cli.train import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "large.yaml"])
 def test_shipped_configs_are_valid(name):
     config = load_config(ROOT / "configs" / name)
-    assert set(config) == {"env", "algo", "train"}
-    assert config["env"]["num_envs"] % config["algo"]["group_size"] == 0
+    assert set(config) == {"env", "algo", "train", "pretrain"}
+    if config["algo"].get("group_mode", "games") == "games":
+        assert config["env"]["num_envs"] % config["algo"]["group_size"] == 0
 
 
 def test_unknown_keys_are_errors_naming_them(tmp_path):
@@ -81,8 +84,9 @@ def test_smoke_train_then_resume(tmp_path):
         "grpo_32_steps.zip", "grpo_64_steps.zip", "grpo_96_steps.zip"
     ]
     assert len(pd.read_csv(run_dir / "progress.csv")) == 3
-    # the smoke config evaluates the initial and the final policy alike, and plots the run
-    for name in ("initial", "final"):
+    # the smoke config pretrains first, then evaluates the initial, pretrained and final policy alike, and plots
+    assert (run_dir / "pretrain" / "pretrained.zip").is_file() and (run_dir / "pretrained_model.zip").is_file()
+    for name in ("initial", "pretrained", "final"):
         report = json.loads((run_dir / "eval" / name / "eval.json").read_text())
         assert {"eval/acpl", "eval/score_vs_random", "eval/puzzle_accuracy"} <= set(report["metrics"])
     assert (run_dir / "learning_curves.png").is_file() and (run_dir / "collapse_dashboard.png").is_file()
@@ -93,6 +97,29 @@ def test_smoke_train_then_resume(tmp_path):
     assert (run_dir / "progress.0.csv").is_file()
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "learning_curves.png").is_file()
+
+
+def test_pretrain_command_then_train_from_it(tmp_path, capsys):
+    config = str(ROOT / "configs" / "smoke.yaml")
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--config", config, "--out", str(out), "--set", "train.evaluate=none"]) == 0
+    model = out / "pretrained.zip"
+    assert f"--init {model}" in capsys.readouterr().out
+    overrides = ["--set", f"train.runs_dir={tmp_path / 'runs'}", "--set", "train.evaluate=none", "--wandb", "disabled"]
+    assert main(["train", "--config", config, "--init", str(model), *overrides]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "pretrain").exists()  # --init replaces the config's own pretrain stage
+    from grpo_agent import GRPO
+
+    import torch as th
+
+    pretrained = GRPO.load(model).policy.state_dict()
+    reference = GRPO.load(run_dir / "pretrained_model.zip").ref_policy.state_dict()
+    for name, value in pretrained.items():
+        th.testing.assert_close(reference[name], value, msg=name)
+    with pytest.raises(SystemExit):
+        main(["train", "--config", config, "--init", str(tmp_path / "missing.zip"), *overrides])
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow

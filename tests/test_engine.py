@@ -22,18 +22,13 @@ import chess
 import chess.engine
 import pytest
 
-from chess_env import engine as engine_mod
-from chess_env.engine import EngineError, EngineNotFoundError, StockfishPool, find_stockfish
-
-try:
-    STOCKFISH = find_stockfish()
-except EngineNotFoundError:  # the discovery tests below still run
-    STOCKFISH = None
-needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
+from chess_env.engine import EngineNotFoundError, EnginePoolError, StockfishPool, find_stockfish
+from conftest import STOCKFISH, alive, needs_stockfish
 
 
-def random_boards(n: int, seed: int) -> list[chess.Board]:
-    """Distinct non-terminal positions from seeded random play, move counters normalised to ``0 1``.
+def random_boards(n: int, seed: int, history: bool = False) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play: with ``history``, each with its moves on
+    the stack; otherwise without them and with the move counters normalised to ``0 1``.
 
     The pool never sends the counters (it sends the EPD plus ``0 1``) because Stockfish's evaluation
     looks at the 50-move counter; normalising them here lets python-chess send the same position.
@@ -48,13 +43,8 @@ def random_boards(n: int, seed: int) -> list[chess.Board]:
                 break
         if not board.is_game_over() and board._transposition_key() not in seen:
             seen.add(board._transposition_key())
-            boards.append(chess.Board(board.epd() + " 0 1"))
+            boards.append(board if history else chess.Board(board.epd() + " 0 1"))
     return boards
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists, zombies included (a reaped child has no /proc entry)."""
-    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,7 @@ def test_bad_path_is_named(tmp_path):
 def test_missing_engine_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("STOCKFISH_PATH", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(engine_mod, "DEBIAN_STOCKFISH", str(tmp_path / "stockfish"))
+    monkeypatch.setattr("chess_env.engine.discovery.DEBIAN_STOCKFISH", str(tmp_path / "stockfish"))
     with pytest.raises(EngineNotFoundError, match="apt-get install"):
         find_stockfish()
 
@@ -214,6 +204,38 @@ def test_best_move_score_agrees_with_evaluate(pool, depth, median_cp):
 def test_evaluate_moves_rejects_positions_without_moves(pool):
     with pytest.raises(ValueError, match="no legal moves"):
         pool.submit_moves([chess.Board(), chess.Board("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1")], chess.engine.Limit(depth=1))
+
+
+def _wrong_while_the_caller_uses_the_boards(method: str, rounds: int) -> int:
+    """How many of ``rounds`` batches' results differ from a serial evaluation, while the caller keeps
+    calling ``is_repetition()`` and popping and pushing moves on the submitted boards, with the GIL
+    switching threads as often as it can."""
+    boards = random_boards(240, seed=12, history=True)  # many boards: past the first requests written ahead
+    limit = chess.engine.Limit(depth=1)
+    with StockfishPool(processes=1, cache_size=0) as single:
+        expected = getattr(single, method)(boards, limit)
+    submit = "submit" if method == "evaluate" else "submit_moves"
+    wrong = 0
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with StockfishPool(processes=2, cache_size=0) as p:
+            for _ in range(rounds):
+                future = getattr(p, submit)(boards, limit)
+                while not future.done():
+                    for board in boards:
+                        board.is_repetition()  # pops and pushes the move stack
+                        board.push(board.pop())
+                wrong += sum(got != want for got, want in zip(future.result(), expected))
+    finally:
+        sys.setswitchinterval(interval)
+    return wrong
+
+
+@needs_stockfish
+@pytest.mark.parametrize("method", ["evaluate", "evaluate_moves"])
+def test_boards_used_by_the_caller_during_a_batch_do_not_change_its_results(method):
+    assert _wrong_while_the_caller_uses_the_boards(method, rounds=4) == 0
 
 
 # -- cache -------------------------------------------------------------------------------------------
@@ -399,7 +421,7 @@ def test_persistent_failure_raises_engine_error_naming_the_position(tmp_path, me
     board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
     with StockfishPool(processes=1, path=_fake_engine(tmp_path, on_go), max_retries=2) as p:
         for _ in range(2):  # the failure is not cached: the second call searches (and fails) again
-            with pytest.raises(EngineError, match=board.epd().split()[0]):
+            with pytest.raises(EnginePoolError, match=board.epd().split()[0]):
                 getattr(p, method)([board], chess.engine.Limit(depth=1))
         assert p.engine_calls == 0
         assert p.engine_restarts == 5  # 2 per failed call, plus re-creating the slot left empty
@@ -409,11 +431,11 @@ def test_failure_in_a_submitted_batch_surfaces_from_result(tmp_path):
     boards = [chess.Board(), chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")]
     with StockfishPool(processes=2, path=_fake_engine(tmp_path, "exit 3"), max_retries=1) as p:
         future = p.submit(boards, chess.engine.Limit(depth=1))
-        with pytest.raises(EngineError, match="failed on position"):
+        with pytest.raises(EnginePoolError, match="failed on position"):
             future.result(timeout=30)
-        assert isinstance(future.exception(), EngineError)
+        assert isinstance(future.exception(), EnginePoolError)
         assert p.engine_calls == 0 and p.cache_misses == 2  # nothing scored, nothing cached
-        with pytest.raises(EngineError):  # the next batch searches (and fails) again
+        with pytest.raises(EnginePoolError):  # the next batch searches (and fails) again
             p.submit(boards[:1], chess.engine.Limit(depth=1)).result(timeout=30)
 
 

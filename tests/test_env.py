@@ -15,6 +15,8 @@ from gymnasium.utils.env_checker import check_env
 from chess_env import ChessEnv, encode_move, legal_action_mask
 
 KIWIPETE = "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1"
+REPLY_ENDS_IT = "7k/8/8/8/8/8/1q6/K7 w - - 0 1"  # White's only move Kxb2 leaves two bare kings
+WHITE_MATES = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8#
 
 
 def action(env: ChessEnv, uci: str) -> int:
@@ -187,6 +189,49 @@ def test_opponents_reply_inside_the_step():
     assert turns == [chess.WHITE, chess.BLACK, chess.WHITE, chess.BLACK]
 
 
+def test_a_drawn_start_that_the_opening_reply_ends_is_resampled_and_counted():
+    black_to_move = "4k3/4p3/8/8/8/8/8/4K3 b - - 0 1"  # the agent opens: no reply to check
+    positions = [REPLY_ENDS_IT, chess.STARTING_FEN, black_to_move]
+    env = ChessEnv(opponent="random", agent_color="black", shaping=False, start_positions=positions)
+    reported, starts = 0, set()
+    for seed in range(12):
+        _, info = env.reset(seed=seed)
+        starts.add(env.board.root().fen())
+        assert env.ply == len(env.board.move_stack) == int(env.board.root().turn == chess.WHITE)
+        assert env.board.turn == chess.BLACK
+        reported += info["resampled_starts"]
+    assert starts == {chess.STARTING_FEN, black_to_move}
+    assert reported > 0 and env.resampled_starts == reported
+    _, info = env.reset(seed=0, options={"fen": chess.STARTING_FEN})
+    assert info["resampled_starts"] == 0 and env.resampled_starts == reported
+    env.close()
+
+
+def test_a_start_the_opening_reply_ends_is_refused_naming_the_start_and_the_reply():
+    mating = ChessEnv(opponent="stockfish", agent_color="black", shaping=False)
+    for options in ({"fen": WHITE_MATES}, {"board": chess.Board(WHITE_MATES)}):
+        with pytest.raises(ValueError, match=r"reply Ra8# \(a1a8\) to the start position '6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1' ends the game \(checkmate\)"):
+            mating.reset(options=options)
+    assert mating.resampled_starts == 0
+    mating.close()
+    hopeless = ChessEnv(opponent="random", agent_color="black", shaping=False, start_positions=[REPLY_ENDS_IT])
+    with pytest.raises(ValueError, match=r"every one of the 100 start positions drawn .* last: '7k/8/8/8/8/8/1q6/K7 w - - 0 1', reply Kxb2 \(a1b2\)"):
+        hopeless.reset(seed=0)
+
+
+def test_a_start_that_is_already_over_is_refused_naming_it():
+    stalemate = "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1"
+    for env, options in (
+        (ChessEnv(shaping=False), {"fen": stalemate}),
+        (ChessEnv(opponent="random", agent_color="white", shaping=False), {"fen": stalemate}),
+        # The shipped validation lets a cleared 50-move clock through; the claim rule ends such a game.
+        (ChessEnv(shaping=False, start_positions=["4k3/8/8/8/8/8/4P3/4K3 w - - 100 80"]), None),
+    ):
+        fen = options["fen"] if options else "4k3/8/8/8/8/8/4P3/4K3 w - - 100 80"
+        with pytest.raises(ValueError, match=rf"the start position '{fen}' is already over \((stalemate|fifty_moves)\)"):
+            env.reset(seed=0, options=options)
+
+
 def test_stockfish_opponent_punishes_a_hung_rook_within_the_step():
     env = ChessEnv(opponent="stockfish", opponent_depth=4, reward_depth=4)
     env.reset(options={"fen": "3q3k/8/8/8/R7/8/8/6K1 w - - 0 1"})
@@ -221,7 +266,7 @@ def test_engine_errors_name_the_path_and_the_fix(tmp_path, monkeypatch):
         ChessEnv()
     monkeypatch.delenv("STOCKFISH_PATH")
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("chess_env.engine.DEBIAN_STOCKFISH", str(tmp_path / "missing"))
+    monkeypatch.setattr("chess_env.engine.discovery.DEBIAN_STOCKFISH", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="apt-get install -y stockfish"):
         ChessEnv()
     ChessEnv(shaping=False)  # no engine needed, no error

@@ -16,6 +16,8 @@ import pytest
 
 from chess_env.engine import find_stockfish
 from chess_env.positions import load_positions
+from chess_env.puzzles import Puzzle, read_puzzles
+from grpo_agent.cli.evaluate import add_eval_arguments, run_eval
 from grpo_agent.evaluation import (
     CP_CAP,
     EnginePolicy,
@@ -23,17 +25,14 @@ from grpo_agent.evaluation import (
     EvalLadderCallback,
     Evaluator,
     Opponent,
-    Puzzle,
     RandomPolicy,
-    add_eval_arguments,
     as_move_fn,
     elo_from_score,
     load_policy,
-    load_puzzles,
     move_accuracy,
-    run_eval,
     score_stats,
     select_puzzles,
+    solve_puzzle,
     win_percent,
     wilson_interval,
     write_artifacts,
@@ -225,14 +224,8 @@ def _load_script(name: str):
     return module
 
 
-def _solver_board(puzzle: Puzzle) -> chess.Board:
-    board = chess.Board(puzzle.fen)
-    board.push_uci(puzzle.moves[0])
-    return board
-
-
 def test_shipped_puzzles_cover_the_themes():
-    puzzles = load_puzzles()
+    puzzles = read_puzzles()
     themes = [p.themes[0] for p in puzzles]
     assert 100 <= len(puzzles) <= 300
     assert {t: themes.count(t) for t in set(themes)} == {"mateIn1": 90, "mateIn2": 60, "winMaterial": 90}
@@ -243,17 +236,17 @@ def test_shipped_puzzles_cover_the_themes():
 
 def test_a_handful_of_shipped_puzzles_reverify():
     gen = _load_script("make_puzzles")
-    puzzles = load_puzzles()
+    puzzles = read_puzzles()
     by_theme = {t: [p for p in puzzles if p.themes[0] == t][:3] for t in ("mateIn1", "mateIn2", "winMaterial")}
     for puzzle in by_theme["mateIn1"]:  # exhaustive: exactly one mating move, the solution
-        board = _solver_board(puzzle)
+        board = puzzle.board()
         assert [m.uci() for m in gen.mating_moves(board)] == [puzzle.moves[1]]
     for puzzle in by_theme["mateIn2"]:  # exhaustive: the first move alone forces mate in two
-        board = _solver_board(puzzle)
+        board = puzzle.board()
         assert gen.is_unique_mate_in_2(board, chess.Move.from_uci(puzzle.moves[1]))
     with chess.engine.SimpleEngine.popen_uci(find_stockfish()) as engine:
         for puzzle in by_theme["winMaterial"]:  # Stockfish: a unique, clearly winning best move
-            board = _solver_board(puzzle)
+            board = puzzle.board()
             best, second = engine.analyse(board, chess.engine.Limit(depth=14), multipv=2)
             assert best["pv"][0].uci() == puzzle.moves[1]
             assert best["score"].relative.score(mate_score=100_000) >= 250
@@ -261,7 +254,7 @@ def test_a_handful_of_shipped_puzzles_reverify():
 
 
 def test_puzzle_solving_rules(evaluator):
-    puzzles = load_puzzles()
+    puzzles = read_puzzles()
     mate2 = next(p for p in puzzles if p.themes[0] == "mateIn2")
 
     def oracle(board: chess.Board) -> chess.Move:
@@ -272,12 +265,12 @@ def test_puzzle_solving_rules(evaluator):
             line.push_uci(uci)
         raise AssertionError("position off the solution line")
 
-    assert mate2.solve(oracle)
+    assert solve_puzzle(mate2, oracle)
     # Two rooks, two mates on the back rank: Lichess accepts either.
     twin = Puzzle("twin", "6k1/p4ppp/8/8/8/8/8/3RR1K1 b - - 0 1", ("a7a6", "d1d8"), ("mateIn1",))
-    assert twin.solve(lambda b: chess.Move.from_uci("e1e8"))
-    assert not twin.solve(lambda b: chess.Move.from_uci("d1d7"))
-    assert not twin.solve(lambda b: chess.Move.from_uci("h1h8"))  # illegal: fails, no crash
+    assert solve_puzzle(twin, lambda b: chess.Move.from_uci("e1e8"))
+    assert not solve_puzzle(twin, lambda b: chess.Move.from_uci("d1d7"))
+    assert not solve_puzzle(twin, lambda b: chess.Move.from_uci("h1h8"))  # illegal: fails, no crash
     result = evaluator.puzzles(RandomPolicy(), puzzles[:30], deterministic=False)
     assert result.by_theme["mateIn1"]["n"] == 30 and result.accuracy < 0.5
 

@@ -15,12 +15,14 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 
-import grpo_agent.grpo as grpo_module
+import grpo_agent.loss as loss_module
 from chess_env import ChessVectorEnv
 from grpo_agent import GRPO
 from grpo_agent.advantages import group_advantages
-from grpo_agent.cli import guard_events, main
-from grpo_agent.control import CollapseGuard, dirichlet_mix
+from grpo_agent.cli import main
+from grpo_agent.cli.plotting import guard_events
+from grpo_agent.guards import CollapseGuard
+from grpo_agent.rollout import dirichlet_mix
 
 TINY = dict(features_extractor_kwargs=dict(n_blocks=1, channels=16))
 ROLLOUT = 8 * 4  # timesteps per rollout
@@ -57,7 +59,7 @@ class Recorder(BaseCallback):
 
     def _on_rollout_start(self):
         self.start_params.append(params(self.model))
-        self.rollbacks_at_start.append(sum(g.n_rollbacks for g in self.model.guards))
+        self.rollbacks_at_start.append(sum(g.n_rollbacks for g in self.model.guardrails.guards))
 
     def _on_rollout_end(self):
         self.rollouts.append(dict(self.model.last_rollout_stats))
@@ -192,7 +194,7 @@ def test_rollback_restores_the_last_healthy_policy_and_lowers_the_lr(tmp_path, c
     assert "rolling back to the last healthy snapshot (rollback 1/1), learning rate x0.5" in capsys.readouterr().out
     # the rollout after the rollback starts from the parameters that sampled the last rollout healthy by
     # the rollback margin (GRPO's default 0.15 above the floor)
-    margin = model.guards[0].snapshot_margin
+    margin = model.guardrails.guards[0].snapshot_margin
     assert margin == 0.15
     healthy = max(i for i in range(fired) if entropy[i] >= FLOOR + margin)
     th.testing.assert_close(rec.start_params[fired + 1], rec.sampled_by[healthy], rtol=0, atol=0)
@@ -278,10 +280,10 @@ def test_everything_dropped_skips_the_update(tmp_path, capsys):
     model = make_model(tmp_path, shaping=False, start_positions="standard", horizon=2, drop_zero_std_groups=True)
     before = params(model)
     model.learn(2 * 16)
-    assert "no trained ply left (dynamic sampling dropped 2/2 groups" in capsys.readouterr().out
+    assert "the update made no optimizer step (dynamic sampling left no trained ply)" in capsys.readouterr().out
     th.testing.assert_close(params(model), before, rtol=0, atol=0)
     frame = progress(tmp_path)
-    assert (frame["rollout/dropped_groups"] == 2).all() and (frame["train/skipped"] == 1).all()
+    assert (frame["rollout/dropped_groups"] == 2).all() and frame["train/skipped_updates"].tolist() == [1.0, 2.0]
     model.env.close()
 
 
@@ -311,7 +313,7 @@ def test_rollout_diagnostics_match_a_hand_computation():
                     agreements.append(max(acts.count(a) for a in acts) / len(gs))
                     m = np.mean(probs, axis=0)
                     kls.append(np.mean([sum(x * math.log(x / y) for x, y in zip(p, m) if x > 0) for p in probs]))
-    returns = buffer.advantage_values("outcome")[0]
+    returns = buffer.returns[:, :, 0]
     assert stats["action_agreement_mean"] == pytest.approx(np.mean(agreements))
     assert stats["action_agreement_p90"] == pytest.approx(np.percentile(agreements, 90))
     assert stats["policy_diversity_kl"] == pytest.approx(np.mean(kls), abs=1e-6)
@@ -346,13 +348,13 @@ def test_dirichlet_noise_stores_the_log_prob_of_the_mixture(tmp_path):
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, capsys, monkeypatch):
-    real_loss = grpo_module.grpo_loss
+    real_loss = loss_module.grpo_loss
 
     def poisoned(*args, **kwargs):
         loss, stats = real_loss(*args, **kwargs)
         return loss * float("nan"), stats
 
-    monkeypatch.setattr(grpo_module, "grpo_loss", poisoned)
+    monkeypatch.setattr(loss_module, "grpo_loss", poisoned)
     model = make_model(tmp_path, max_nonfinite=2)
     before = params(model)
     rec = Recorder()
@@ -377,17 +379,18 @@ def test_save_load_round_trips_controllers_and_guards_without_snapshots(tmp_path
         kl_target=0.01, kl_horizon=16, target_entropy=0.8, dirichlet_frac=0.25,
     )
     model.learn(6 * ROLLOUT)
-    assert any(g.has_healthy_snapshot for g in model.guards)
+    assert any(g.has_healthy_snapshot for g in model.guardrails.guards)
     model.save(tmp_path / "m.zip")
     loaded = GRPO.load(tmp_path / "m.zip", env=model.env)
-    assert loaded.kl_controller.state_dict() == model.kl_controller.state_dict()
-    assert loaded.ent_coef_controller.state_dict() == model.ent_coef_controller.state_dict()
-    assert [g.state_dict() for g in loaded.guards] == [g.state_dict() for g in model.guards]
-    assert loaded.nonfinite_guard.state_dict() == model.nonfinite_guard.state_dict()
-    assert not any(g.has_healthy_snapshot for g in loaded.guards)  # snapshots live in memory only
-    assert loaded.current_kl_coef() == model.current_kl_coef()
-    assert loaded.current_ent_coef() == model.current_ent_coef()
-    assert loaded.dirichlet_frac == 0.25 and loaded.guards[1].metric == "action_agreement_mean"
+    assert loaded.guardrails.kl_controller.state_dict() == model.guardrails.kl_controller.state_dict()
+    assert loaded.guardrails.ent_coef_controller.state_dict() == model.guardrails.ent_coef_controller.state_dict()
+    assert [g.state_dict() for g in loaded.guardrails.guards] == [g.state_dict() for g in model.guardrails.guards]
+    assert loaded.guardrails.nonfinite.state_dict() == model.guardrails.nonfinite.state_dict()
+    assert not any(g.has_healthy_snapshot for g in loaded.guardrails.guards)  # snapshots live in memory only
+    for name in ("kl_coef", "ent_coef"):
+        coef = lambda m: getattr(m.guardrails, name)(getattr(m, name), 1.0)  # noqa: E731
+        assert coef(loaded) == coef(model)
+    assert loaded.dirichlet_frac == 0.25 and loaded.guardrails.guards[1].metric == "action_agreement_mean"
     model.env.close()
 
 
@@ -448,3 +451,20 @@ def test_rollback_snapshot_needs_a_margin_above_the_floor():
     th.testing.assert_close(net.state_dict()["weight"], kept["weight"])
     with pytest.raises(ValueError, match="snapshot_margin"):
         CollapseGuard("entropy_norm", 0.5, snapshot_margin=-1)
+
+
+def test_dirichlet_noise_does_not_trip_target_kl_before_the_first_step(capsys):
+    # Regression: approx_kl used to include the noisy first plies, whose stored log-prob is the mixture's, so
+    # with a peaked policy (entropy_norm ~0.47 here) the first minibatch read "max kl 0.32" and the update
+    # stopped before any optimizer step: the parameters never moved.
+    model = make_model(num_envs=16, horizon=4, batch_size=64, dirichlet_frac=0.25, target_kl=0.05, verbose=1)
+    with th.no_grad():
+        model.policy.action_net.net[-1].weight.mul_(3000.0)
+    collect(model)
+    assert model.last_rollout_stats["entropy_norm"] < 0.6
+    before = params(model)
+    model.train()
+    assert not th.equal(params(model), before)
+    assert model.last_train_stats["approx_kl"] == pytest.approx(0.0, abs=1e-6)  # one minibatch, judged pre-step
+    assert model.skipped_updates == 0 and "Early stopping" not in capsys.readouterr().out
+    model.env.close()

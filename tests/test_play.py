@@ -11,7 +11,8 @@ import sys
 import chess
 import pytest
 
-from grpo_agent.play import add_play_arguments, parse_move, play_interactive, render_board, run_play
+from grpo_agent.cli.play import add_play_arguments, run_play
+from grpo_agent.play import parse_move, play_interactive, render_board
 
 
 def _scripted(*ucis: str):
@@ -93,8 +94,8 @@ def test_run_play_rejects_a_bad_fen(capsys):
     assert "not a playable position" in capsys.readouterr().err
 
 
-def test_play_module_runs_as_a_program_on_piped_stdin():
-    proc = subprocess.run([sys.executable, "-m", "grpo_agent.play", "random", "--color", "black", "--seed", "1"],
+def test_grpo_chess_play_runs_as_a_program_on_piped_stdin():
+    proc = subprocess.run([sys.executable, "-m", "grpo_agent.cli", "play", "random", "--color", "black", "--seed", "1"],
                           input="zz9\nresign\n", capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,6 @@ import chess.engine
 import numpy as np
 import pytest
 
-from chess_env.engine import EngineNotFoundError, find_stockfish
 from chess_env.positions import (
     PHASES,
     PositionSet,
@@ -19,8 +18,8 @@ from chess_env.positions import (
     is_balanced,
     load_pgn,
     load_positions,
-    read_puzzles,
 )
+from conftest import STOCKFISH, needs_stockfish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,14 +30,6 @@ STALEMATE_FEN = "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1"
 INVALID_FEN = "4k3/8/8/8/8/8/8/K3K3 w - - 0 1"
 # White is a full queen up in an otherwise quiet position.
 QUEEN_UP_FEN = "rnb1kbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1"
-
-# Two rows in the Lichess puzzle database format (FEN before the opponent's move).
-PUZZLE_CSV = """\
-PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags
-00sHx,q3k1nr/1pp1nQpp/3p4/1P2p3/4P3/B1PP1b2/B5PP/5K2 b k - 0 17,e8d7 a2e6 d7d8 f7f8,1760,80,83,72,mate mateIn2 middlegame short,https://lichess.org/yyznGmXs/black#34,Italian_Game Italian_Game_Classical_Variation
-00sJ9,r3r1k1/p4ppp/2p2n2/1p6/3P1qb1/2NQR3/PPB2PP1/R1B3K1 w - - 5 18,e3g3 e8e1 g1h2 e1c1 a1c1 f4h6 h2g1 h6c1,2671,105,87,325,advantage attraction fork long sacrifice veryLong,https://lichess.org/gyFeQsOE#35,French_Defense French_Defense_Exchange_Variation
-"""
-
 
 def epd_key(fen: str) -> str:
     return " ".join(fen.split()[:4])
@@ -169,10 +160,8 @@ def test_pgn_illegal_move_names_the_game_line(tmp_path):
     assert f"{path}:6 (game 2)" in str(info.value)
 
 
-def test_lichess_puzzle_csv_applies_the_first_move(tmp_path):
-    path = tmp_path / "puzzles.csv"
-    path.write_text(PUZZLE_CSV)
-    positions = load_positions(path)
+def test_lichess_puzzle_csv_gives_the_position_the_solver_faces(puzzle_csv):
+    positions = load_positions(puzzle_csv)
     assert len(positions) == 2
     first = chess.Board(positions[0])
     # The CSV FEN has Black to move; after Black's e8d7 it is White, the solver, to move.
@@ -181,33 +170,6 @@ def test_lichess_puzzle_csv_applies_the_first_move(tmp_path):
     assert chess.Move.from_uci("a2e6") in first.legal_moves
     second = chess.Board(positions[1])
     assert second.turn == chess.BLACK and second.piece_at(chess.G3) == chess.Piece(chess.ROOK, chess.WHITE)
-    puzzles = read_puzzles(path)
-    assert puzzles[0].puzzle_id == "00sHx" and puzzles[0].rating == 1760
-    assert puzzles[0].solution == ("a2e6", "d7d8", "f7f8")
-    # The whole solution replays legally from the returned position.
-    for puzzle in puzzles:
-        board = chess.Board(puzzle.fen)
-        for uci in puzzle.solution:
-            board.push_uci(uci)
-
-
-def test_puzzle_csv_errors_name_line(tmp_path):
-    header = PUZZLE_CSV.splitlines()[0]
-    good = PUZZLE_CSV.splitlines()[1]
-    bad_move = good.replace("e8d7 a2e6", "e8e6 a2e6")
-    path = tmp_path / "bad_move.csv"
-    path.write_text(f"{header}\n{good}\n{bad_move}\n")
-    with pytest.raises(ValueError, match="e8e6") as info:
-        load_positions(path)
-    assert f"{path}:3" in str(info.value)
-    path = tmp_path / "bad_fen.csv"
-    path.write_text(f"{header}\nx1,not/a/fen w - - 0 1,e2e4 e7e5,1500,1,1,1,t,u,o\n")
-    with pytest.raises(ValueError, match=r"bad_fen.csv:2.*not/a/fen"):
-        load_positions(path)
-    path = tmp_path / "no_moves.csv"
-    path.write_text("PuzzleId,FEN\nx,8/8/8/8/8/8/8/8 w - - 0 1\n")
-    with pytest.raises(ValueError, match="Moves"):
-        load_positions(path)
 
 
 # --- PositionSet -------------------------------------------------------------------------
@@ -293,16 +255,10 @@ def test_is_balanced_on_scores():
     assert is_balanced(chess.engine.Cp(60), max_cp=60) and not is_balanced(chess.engine.Cp(61), max_cp=60)
 
 
-def _stockfish() -> str:
-    try:
-        return find_stockfish()
-    except EngineNotFoundError as exc:
-        pytest.skip(f"Stockfish not installed, cannot score positions: {exc}")
-
-
+@needs_stockfish
 @pytest.mark.slow
 def test_stockfish_balance_filter_rejects_queen_up_position():
-    with chess.engine.SimpleEngine.popen_uci(_stockfish()) as engine:
+    with chess.engine.SimpleEngine.popen_uci(STOCKFISH) as engine:
         engine.configure({"Threads": 1, "Hash": 16})
 
         def score(fen: str) -> chess.engine.PovScore:
@@ -312,9 +268,9 @@ def test_stockfish_balance_filter_rejects_queen_up_position():
         assert is_balanced(score(chess.STARTING_FEN))
 
 
+@needs_stockfish
 @pytest.mark.slow
 def test_generator_script_end_to_end(tmp_path):
-    _stockfish()
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "make_start_positions.py"), "--seed", "1", "--games", "12",
          "--per-phase", "3", "--eval-size", "3", "--depth", "6", "--out-dir", str(tmp_path)],

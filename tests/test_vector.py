@@ -4,6 +4,7 @@ import chess
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 
 import chess_env
@@ -12,6 +13,7 @@ from chess_env.engine import StockfishPool
 
 MATE_IN_ONE = "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"  # Ra8#
 QUIET = "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"
+REPLY_ENDS_IT = "7k/8/8/8/8/8/1q6/K7 w - - 0 1"  # White's only move Kxb2 leaves two bare kings
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +135,83 @@ def test_group_reset_gives_each_group_one_start_and_one_colour(pool):
     venv.reset(options={"fens": [QUIET, MATE_IN_ONE] * 3})
     assert [env.board.root().fen() for env in venv.envs] == [QUIET, MATE_IN_ONE] * 3
     venv.close()
+
+
+def assert_groups_start_alike(venv, obs, infos, groups, size):
+    """Every game of a group shows its first game's position, history and mask; return the groups' FENs."""
+    for b in range(groups):
+        first = venv.envs[b * size]
+        for i in range(b * size + 1, (b + 1) * size):
+            where = (b, i)
+            assert np.array_equal(obs[i], obs[b * size]), where
+            assert np.array_equal(infos["action_mask"][i], infos["action_mask"][b * size]), where
+            assert infos["fen"][i] == infos["fen"][b * size] and infos["ply"][i] == infos["ply"][b * size], where
+            assert venv.envs[i].board.move_stack == first.board.move_stack, where
+            assert venv.envs[i].board.root() == first.board.root() and venv.envs[i].agent == first.agent, where
+    return [infos["fen"][b * size] for b in range(groups)]
+
+
+@pytest.mark.parametrize("agent_color", ["black", "alternate"])
+@pytest.mark.parametrize("opponent, strength", [("random", {}), ("stockfish", {"opponent_skill": 0})])
+def test_group_reset_plays_the_opening_reply_once_per_group(opponent, strength, agent_color):
+    groups, size = 4, 3
+    venv = ChessVectorEnv(
+        groups * size, shaping=False, opponent=opponent, agent_color=agent_color, start_positions="builtin", **strength
+    )
+    replied = 0
+    for seed in (0, 1, 2, None, None):
+        obs, infos = venv.reset(seed=seed, options={"groups": groups, "group_size": size})
+        fens = assert_groups_start_alike(venv, obs, infos, groups, size)
+        assert len(set(fens)) > 1  # one reply per group, not one for the whole rollout
+        replied += sum(infos["ply"][b * size] == 1 for b in range(groups))
+        for env in venv.envs:
+            # The opponent opened exactly when it had the move, and the reply counts as the game's ply.
+            opened = env.board.root().turn != env.agent
+            assert env.ply == len(env.board.move_stack) == int(opened) and env.board.turn == env.agent
+    assert replied > 0  # the opponent did open somewhere, so the test compared replies
+    venv.close()
+
+
+def test_group_reset_shares_the_shaping_start_value(pool):
+    venv = ChessVectorEnv(6, engine=pool, reward_depth=1, opponent="random", agent_color="black")
+    obs, infos = venv.reset(seed=0, options={"groups": 2, "group_size": 3})
+    assert_groups_start_alike(venv, obs, infos, 2, 3)
+    values = [env._value_white for env in venv.envs]
+    assert values[:3] == [values[0]] * 3 and values[3:] == [values[3]] * 3
+    venv.close()
+
+
+def test_group_reset_in_self_play_starts_from_the_drawn_positions():
+    venv = ChessVectorEnv(6, shaping=False, start_positions="builtin", agent_color="black")
+    obs, infos = venv.reset(seed=5, options={"groups": 3, "group_size": 2})
+    drawn = venv.start_positions.sample(seeding.np_random(5)[0], 3)
+    assert [env.board.fen() for env in venv.envs] == [fen for fen in drawn for _ in range(2)]
+    assert all(env.ply == 0 and not env.board.move_stack for env in venv.envs)
+    assert infos["ply"].tolist() == [0] * 6 and infos["resampled_starts"].tolist() == [0] * 6
+    venv.close()
+
+
+def test_group_reset_resamples_a_start_the_opening_reply_ends():
+    positions = [REPLY_ENDS_IT, chess.STARTING_FEN, "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"]
+    venv = ChessVectorEnv(8, shaping=False, opponent="random", agent_color="black", start_positions=positions)
+    reported = 0
+    for seed in range(6):
+        obs, infos = venv.reset(seed=seed, options={"groups": 4, "group_size": 2})
+        assert_groups_start_alike(venv, obs, infos, 4, 2)
+        assert REPLY_ENDS_IT not in [env.board.root().fen() for env in venv.envs]
+        counts = infos["resampled_starts"]
+        assert (counts[::2] == counts[1::2]).all()  # a group reports its start's discards on every game
+        reported += int(counts[::2].sum())
+    # Each group's first game drew the replacements: the vector count holds each discard once.
+    assert reported > 0 and venv.resampled_starts == reported
+    assert sum(env.resampled_starts for env in venv.envs[1::2]) == 0
+    with pytest.raises(ValueError, match=r"Kxb2 \(a1b2\).*7k/8/8/8/8/8/1q6/K7 w - - 0 1"):
+        venv.reset(options={"fen": REPLY_ENDS_IT})
+    only_bad = ChessVectorEnv(4, shaping=False, opponent="random", agent_color="black", start_positions=[REPLY_ENDS_IT])
+    with pytest.raises(ValueError, match=r"every one of the \d+ start positions drawn.*Kxb2"):
+        only_bad.reset(seed=0, options={"groups": 2, "group_size": 2})
+    venv.close()
+    only_bad.close()
 
 
 def test_disabled_autoreset_pads_finished_games_until_reset(pool):

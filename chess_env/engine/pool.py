@@ -1,281 +1,42 @@
-"""Stockfish discovery and a deterministic, cached, fault-tolerant pool of engine processes."""
+"""A deterministic, cached, fault-tolerant pool of Stockfish processes for batched scoring."""
 
 from __future__ import annotations
 
 import os
-import select
-import shutil
-import subprocess
 import threading
-import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import NamedTuple, NoReturn, Union
 
 import chess
 import chess.engine
 
-DEBIAN_STOCKFISH = "/usr/games/stockfish"
-
-INSTALL_HINT = (
-    "Install Stockfish with `apt-get update && apt-get install -y stockfish` "
-    "(prefix with sudo when not root; the binary lands in /usr/games/stockfish), "
-    "or point STOCKFISH_PATH at a Stockfish binary."
+from chess_env.engine.discovery import find_stockfish
+from chess_env.engine.uci import (
+    STARTUP_TIMEOUT,
+    ProcessFailure,
+    UciProcess,
+    go_command,
+    limit_key,
+    request_timeout,
 )
 
 
-class EngineNotFoundError(FileNotFoundError):
-    """No working Stockfish binary could be found."""
+class EnginePoolError(RuntimeError):
+    """A pool's engine crashed, hung or broke the UCI protocol, and retrying on fresh processes failed.
 
-
-def _check_engine(path: str) -> str:
-    """Return ``path`` if it runs and speaks UCI, else raise naming it."""
-    if not Path(path).is_file() or not os.access(path, os.X_OK):
-        raise EngineNotFoundError(f"Stockfish path {path!r} is not an executable file. {INSTALL_HINT}")
-    try:
-        out = subprocess.run([path], input="uci\nquit\n", capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EngineNotFoundError(f"Stockfish path {path!r} does not run as a UCI engine: {exc}") from exc
-    if "uciok" not in out:
-        raise EngineNotFoundError(f"Stockfish path {path!r} does not answer the UCI handshake (no 'uciok').")
-    return path
-
-
-def find_stockfish(path: str | os.PathLike | None = None) -> str:
-    """Locate a working Stockfish binary.
-
-    Order: the explicit ``path`` argument, ``$STOCKFISH_PATH``, ``stockfish`` on ``$PATH``, then
-    Debian's ``/usr/games/stockfish``. An explicitly configured path (argument or environment
-    variable) that is not a working engine is an error naming that path, never a silent fallback.
-
-    Raises:
-        EngineNotFoundError: no working engine; the message says how to install one.
+    Not python-chess's ``chess.engine.EngineError``, which :class:`~chess_env.engine.EnginePlayer` raises.
     """
-    if path is not None:
-        return _check_engine(os.fspath(path))
-    env_path = os.environ.get("STOCKFISH_PATH")
-    if env_path:
-        return _check_engine(env_path)
-    for candidate in (shutil.which("stockfish"), DEBIAN_STOCKFISH):
-        if candidate and Path(candidate).is_file():
-            return _check_engine(candidate)
-    raise EngineNotFoundError(f"Stockfish was not found on STOCKFISH_PATH, PATH or {DEBIAN_STOCKFISH}. {INSTALL_HINT}")
 
-
-# --------------------------------------------------------------------------------------------------
-# Process pool
-# --------------------------------------------------------------------------------------------------
-
-
-class EngineError(RuntimeError):
-    """An engine crashed, hung or broke the UCI protocol, and retrying on fresh processes failed."""
-
-
-class _EngineFailure(Exception):
-    """One process failed one request (crash, hang, protocol error); the pool replaces it and retries."""
-
-
-# Reset before every search: Stockfish's transposition table and history tables carry state from one
-# search to the next, so the same depth-limited search can return different scores depending on what
-# the process searched before (measured without a reset: 21% of 200 positions differ at depth 1, 51%
-# at depth 4). `ucinewgame` runs Search::clear() (hash *and* histories; `setoption name Clear Hash` does
-# the same in Stockfish 15 and costs the same), synchronously in the UCI thread, so it is pipelined in
-# the same write as `position` and `go` with no `isready` round-trip. It costs a memset of the hash and
-# of ~8 MB of history tables: about +0.25 ms per search with Hash=1 MB, +0.7 ms with 16 MB.
-_RESET = b"ucinewgame\n"
 
 # Requests written ahead to each process (see StockfishPool._drive). 16 depth-1 searches last ~5 ms,
 # a GIL switch interval; the requests are ~130 bytes each, far below a pipe's buffer.
 _WINDOW = 16
 
-# Bound on a process start-up (loading the network), independent of the per-search watchdog, which may
-# be set far shorter than a start-up on a loaded machine.
-_STARTUP_TIMEOUT = 30.0
 
-# Limit fields that make a search depend on wall-clock time, hence not reproducible or cacheable.
-_TIMED_LIMIT_FIELDS = ("time", "white_clock", "black_clock", "white_inc", "black_inc", "remaining_moves")
-
-
-def _limit_key(limit: chess.engine.Limit) -> tuple[int | None, int | None, int | None]:
-    """Validate a limit and return ``(depth, nodes, mate)``, the hashable part the cache keys on."""
-    if not isinstance(limit, chess.engine.Limit):
-        raise TypeError(f"limit must be a chess.engine.Limit, got {limit!r}")
-    timed = [name for name in _TIMED_LIMIT_FIELDS if getattr(limit, name) is not None]
-    if timed:
-        raise ValueError(
-            f"limit {limit!r} uses time fields {timed}: time-limited searches are not deterministic; "
-            "use depth, nodes or mate"
-        )
-    key = (limit.depth, limit.nodes, limit.mate)
-    if all(value is None for value in key):
-        raise ValueError(f"limit {limit!r} sets none of depth, nodes, mate: the search would never stop")
-    for name, value in zip(("depth", "nodes", "mate"), key):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"limit {name}={value!r} must be a positive int")
-    return key
-
-
-def _go_command(key: tuple[int | None, int | None, int | None]) -> bytes:
-    depth, nodes, mate = key
-    parts = ["go"]
-    if depth is not None:
-        parts += ["depth", str(depth)]
-    if nodes is not None:
-        parts += ["nodes", str(nodes)]
-    if mate is not None:
-        parts += ["mate", str(mate)]
-    return (" ".join(parts) + "\n").encode()
-
-
-def _request_timeout(base: float, key: tuple[int | None, int | None, int | None], lines: int = 1) -> float:
-    """Watchdog for one search of ``lines`` principal variations: ``base`` plus a generous allowance.
-
-    Depth- and node-limited searches have no clock of their own, so this is the only thing that
-    notices a hung process. The allowance assumes a slow, loaded core (~50k nodes/s, the effective
-    branching factor of Stockfish ~2 per two plies) so that it never fires on a healthy engine; a
-    MultiPV search of ``lines`` moves costs up to ``lines`` single searches.
-    """
-    depth, nodes, mate = key
-    extra = 0.0
-    if nodes is not None:
-        extra = nodes / 50_000
-    else:
-        plies = depth if depth is not None else 2 * (mate or 0)
-        extra = 0.05 * 2 ** (plies / 2)
-    return base + extra * lines
-
-
-class _UciProcess:
-    """One single-thread Stockfish process driven over a raw UCI pipe.
-
-    python-chess's asyncio protocol costs ~0.8 ms per ``analyse`` call, more than a whole depth-1
-    search; this speaks just the few commands needed, reading the pipe with ``select`` so every read
-    has a deadline. Any failure (EOF, timeout, broken pipe, a missing score) raises
-    :class:`_EngineFailure` and leaves the process to be discarded: its output stream can no longer be
-    trusted to be in step with the requests.
-    """
-
-    def __init__(self, path: str, hash_mb: int, reset: bytes = _RESET) -> None:
-        self.reset = reset
-        self.multipv = 1  # the MultiPV value the requests written so far leave the process with
-        self.proc = subprocess.Popen(
-            [path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
-        )
-        self._fd = self.proc.stdout.fileno()
-        self._buf = b""
-        self._options = f"setoption name Threads value 1\nsetoption name Hash value {hash_mb}\n".encode()
-
-    def handshake(self, timeout: float) -> None:
-        """Finish the UCI start-up; separate from ``__init__`` so a pool can spawn all processes first."""
-        deadline = time.monotonic() + timeout
-        self._write(b"uci\n")
-        while self._readline(deadline) != b"uciok":
-            pass
-        self._write(self._options + b"isready\n")
-        while self._readline(deadline) != b"readyok":
-            pass
-
-    def send(self, fen: str, go: bytes, multipv: int = 1) -> None:
-        """Queue a search of ``fen`` for ``multipv`` principal variations; Stockfish runs queued
-        searches one after the other.
-
-        Its UCI loop reads the next command while a search runs, and ``ucinewgame`` waits for that
-        search to end, so requests can be written ahead and the answers come back in order. For the
-        same reason a ``MultiPV`` change written after the reset cannot reach the running search;
-        it is written only when it differs from the previous request's.
-        """
-        option = b"" if multipv == self.multipv else b"setoption name MultiPV value %d\n" % multipv
-        self._write(self.reset + option + b"position fen " + fen.encode() + b"\n" + go)
-        self.multipv = multipv
-
-    def receive(self, timeout: float) -> tuple[bool, int]:
-        """The answer to the oldest search sent: ``(is_mate, value)`` from the side to move's view."""
-        deadline = time.monotonic() + timeout
-        score: tuple[bool, int] | None = None
-        while True:
-            line = self._readline(deadline)
-            if line.startswith(b"bestmove"):
-                break
-            # The last score line wins, as in python-chess's analyse (it may carry a bound when a node
-            # limit interrupts an aspiration re-search; the search is still deterministic).
-            if line.startswith(b"info") and b" score " in line:
-                tokens = line.split()
-                i = tokens.index(b"score")
-                try:
-                    score = (tokens[i + 1] == b"mate", int(tokens[i + 2]))
-                except (IndexError, ValueError) as exc:
-                    raise _EngineFailure(f"unparsable score line {line!r}") from exc
-        if score is None:
-            raise _EngineFailure("bestmove without any score")
-        return score
-
-    def receive_lines(self, timeout: float) -> dict[bytes, tuple[bool, int]]:
-        """The answer to the oldest MultiPV search sent: each line's first move (UCI) -> ``(is_mate,
-        value)``, from the side to move's view.
-
-        Stockfish prints every line after each completed iteration, and all of them once more when a
-        node limit stops an iteration, so the last line of each ``multipv`` index is the deepest.
-        """
-        deadline = time.monotonic() + timeout
-        lines: dict[int, tuple[bytes, bool, int]] = {}
-        while True:
-            line = self._readline(deadline)
-            if line.startswith(b"bestmove"):
-                break
-            if line.startswith(b"info") and b" multipv " in line and b" pv " in line:
-                tokens = line.split()
-                try:
-                    index = int(tokens[tokens.index(b"multipv") + 1])
-                    i = tokens.index(b"score")
-                    lines[index] = (tokens[tokens.index(b"pv") + 1], tokens[i + 1] == b"mate", int(tokens[i + 2]))
-                except (IndexError, ValueError) as exc:
-                    raise _EngineFailure(f"unparsable MultiPV line {line!r}") from exc
-        return {move: (is_mate, value) for move, is_mate, value in lines.values()}
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self.proc.stdin.write(data)
-        except OSError as exc:  # BrokenPipeError: the process is gone
-            raise _EngineFailure(f"cannot write to the engine: {exc}") from exc
-
-    def _readline(self, deadline: float) -> bytes:
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
-                return line.rstrip(b"\r")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self._fd], [], [], remaining)[0]:
-                raise _EngineFailure("timed out waiting for the engine (hung or stopped process)")
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                raise _EngineFailure(f"engine exited (return code {self.proc.poll()})")
-            self._buf += chunk
-
-    def close(self, grace: float = 0.5) -> None:
-        """Ask the engine to quit, kill it if it does not, and always reap it (no zombies)."""
-        proc = self.proc
-        if proc.poll() is None:
-            try:
-                proc.stdin.write(b"stop\nquit\n")
-            except OSError:
-                pass
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # SIGKILL also ends a SIGSTOPped process
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-
-def _shutdown(engines: list[_UciProcess | None], threads: list[ThreadPoolExecutor]) -> None:
+def _shutdown(engines: list[UciProcess | None], threads: list[ThreadPoolExecutor]) -> None:
     """Close everything a pool owns. Module-level so ``weakref.finalize`` holds no reference to the pool."""
     for thread in threads:
         thread.shutdown(wait=True)  # lets a batch in flight finish first
@@ -291,10 +52,13 @@ _Result = Union[chess.engine.PovScore, MoveScores]
 
 
 class _Job(NamedTuple):
-    """One search of a batch: ``legal`` is None for a position score, else the moves a MultiPV search scores."""
+    """One search of a batch, taken from its board in the submitting thread: the pool's threads never
+    read a ``chess.Board``, which the caller may be changing (``is_repetition()`` pops and pushes moves).
+    ``legal`` is None for a position score, else the moves a MultiPV search scores."""
 
     key: tuple
-    board: chess.Board
+    fen: str
+    turn: chess.Color
     legal: tuple[chess.Move, ...] | None
     timeout: float
 
@@ -305,7 +69,7 @@ def _move_scores(lines: dict[bytes, tuple[bool, int]], legal: tuple[chess.Move, 
     if lines.keys() != by_uci.keys():
         missing = sorted(m.decode() for m in by_uci.keys() - lines.keys())
         unknown = sorted(m.decode() for m in lines.keys() - by_uci.keys())
-        raise _EngineFailure(
+        raise ProcessFailure(
             f"MultiPV lines do not cover the legal moves: missing {missing}, unknown {unknown} "
             "(a node limit too small to finish depth 1 over every move leaves some unscored)"
         )
@@ -315,9 +79,8 @@ def _move_scores(lines: dict[bytes, tuple[bool, int]], legal: tuple[chess.Move, 
     }
 
 
-def _send(engine: _UciProcess, entry: tuple[_Job, str], go: bytes) -> None:
-    job, fen = entry
-    engine.send(fen, go, 1 if job.legal is None else len(job.legal))
+def _send(engine: UciProcess, job: _Job, go: bytes) -> None:
+    engine.send(job.fen, go, 1 if job.legal is None else len(job.legal))
 
 
 class _Batch:
@@ -374,7 +137,7 @@ class StockfishPool:
     Results are kept in an LRU cache keyed by ``(board._transposition_key(), (depth, nodes, mate))``;
     duplicates within a batch are searched once. A crashed or hung process (the watchdog fires after
     ``timeout`` seconds plus an allowance for the search size) is replaced and the request retried,
-    at most ``max_retries`` times before :class:`EngineError`; failures are never cached.
+    at most ``max_retries`` times before :class:`EnginePoolError`; failures are never cached.
 
     :meth:`submit` starts a batch and returns a :class:`~concurrent.futures.Future` at once, so the
     caller can work while the engines search; :meth:`evaluate` is ``submit(...).result()``.
@@ -436,7 +199,7 @@ class StockfishPool:
         self._lock = threading.Lock()
         self._closed = False
         self._queued = [0] * processes  # batches queued on or running in each slot's thread
-        self._engines: list[_UciProcess | None] = [None] * processes
+        self._engines: list[UciProcess | None] = [None] * processes
         # One thread per process, the only one that talks to it: batches queue per process in
         # submission order, and pipe I/O releases the GIL, so the searches run truly in parallel
         # with each other and with the caller's own work while a submitted batch runs.
@@ -447,12 +210,12 @@ class StockfishPool:
         try:
             # Spawn all, then handshake all: the start-ups (loading the network) overlap.
             for i in range(processes):
-                self._engines[i] = _UciProcess(self.path, hash_mb)
+                self._engines[i] = UciProcess(self.path, hash_mb)
             for engine in self._engines:
-                engine.handshake(_STARTUP_TIMEOUT)
-        except (OSError, _EngineFailure) as exc:
+                engine.handshake(STARTUP_TIMEOUT)
+        except (OSError, ProcessFailure) as exc:
             self.close()
-            raise EngineError(f"could not start Stockfish at {self.path!r}: {exc}") from exc
+            raise EnginePoolError(f"could not start Stockfish at {self.path!r}: {exc}") from exc
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -462,15 +225,16 @@ class StockfishPool:
         """Start scoring ``boards`` and return at once; the future's result is :meth:`evaluate`'s.
 
         The cache lookups, the validation and the deduplication happen here, in the caller's thread;
-        the searches run on the pool's threads while the caller goes on with other work. The boards
-        are read by those threads: do not modify them before the future is done. Batches submitted
-        before an earlier one is done queue behind it (and do not see its results in the cache).
+        the searches run on the pool's threads while the caller goes on with other work. All that the
+        searches need is read from the boards here, so the caller may use and change them at once.
+        Batches submitted before an earlier one is done queue behind it (and do not see its results
+        in the cache).
 
         Raises:
             ValueError: as :meth:`evaluate`, at once.
             RuntimeError: the pool is closed.
 
-        The future raises :class:`EngineError` as :meth:`evaluate` does.
+        The future raises :class:`EnginePoolError` as :meth:`evaluate` does.
         """
         return self._submit(boards, limit, moves=False).future
 
@@ -487,18 +251,21 @@ class StockfishPool:
         Raises:
             ValueError: a board has no legal moves (checkmate or stalemate: score it by the rules) or is
                 not a valid position; the message names its FEN. A time-based limit.
-            EngineError: a position failed on ``max_retries + 1`` processes in a row; names the position.
+            EnginePoolError: a position failed on ``max_retries + 1`` processes in a row; names the position.
         """
         return self._wait(self._submit(boards, limit, moves=False))
 
     def submit_moves(self, boards: Sequence[chess.Board], limit: chess.engine.Limit) -> Future[list[MoveScores]]:
         """Start scoring every legal move of each board and return at once; see :meth:`evaluate_moves`.
 
-        Validation, cache lookups and deduplication happen in the caller's thread, as in :meth:`submit`.
+        Validation, cache lookups and deduplication happen in the caller's thread, and the boards may be
+        changed as soon as this returns, as with :meth:`submit`.
 
         Raises:
             ValueError: as :meth:`evaluate`, at once.
             RuntimeError: the pool is closed.
+
+        The future raises :class:`EnginePoolError` as :meth:`evaluate_moves` does.
         """
         return self._submit(boards, limit, moves=True).future
 
@@ -518,7 +285,7 @@ class StockfishPool:
         60 nodes a move; 3000 for the 48 moves of Kiwipete), or the moves it did not reach fail the search.
 
         Raises:
-            ValueError, EngineError: as :meth:`evaluate`. A search whose lines do not cover every legal
+            ValueError, EnginePoolError: as :meth:`evaluate`. A search whose lines do not cover every legal
                 move counts as a failure of that process and is retried.
         """
         return self._wait(self._submit(boards, limit, moves=True))
@@ -532,7 +299,7 @@ class StockfishPool:
             raise
 
     def _submit(self, boards: Sequence[chess.Board], limit: chess.engine.Limit, moves: bool) -> _Batch:
-        lkey = _limit_key(limit)
+        lkey = limit_key(limit)
         if not boards:
             batch = _Batch([], 0, b"", [], {})
             batch.future.set_result([])
@@ -567,13 +334,14 @@ class StockfishPool:
                     pending[key] = [i]
                 self._check_searchable(board)
                 legal = tuple(board.generate_legal_moves()) if moves else None
-                timeout = _request_timeout(self.timeout, lkey, len(legal) if legal else 1)
-                todo.append(_Job(key, board, legal, timeout))
+                timeout = request_timeout(self.timeout, lkey, len(legal) if legal else 1)
+                # The move counters are not sent: see the class docstring.
+                todo.append(_Job(key, board.epd() + " 0 1", board.turn, legal, timeout))
             self.cache_hits += hits
             self.cache_misses += len(todo)
 
             workers = min(self.processes, len(todo))
-            batch = _Batch(todo, workers, _go_command(lkey), results, pending, moves)
+            batch = _Batch(todo, workers, go_command(lkey), results, pending, moves)
             if not todo:
                 batch.future.set_result(results)
             # The first requests are written here: the slot threads need the GIL to write, and the
@@ -605,13 +373,13 @@ class StockfishPool:
                 if job is None:
                     return ahead
                 taken, sent = ahead[slot]
-                taken.append((job, job.board.epd() + " 0 1"))
+                taken.append(job)
                 engine = self._engines[slot]
                 if engine is not None and sent == len(taken) - 1:
                     try:
                         _send(engine, taken[-1], batch.go)
                         ahead[slot] = (taken, sent + 1)
-                    except _EngineFailure:
+                    except ProcessFailure:
                         pass
         return ahead
 
@@ -698,18 +466,18 @@ class StockfishPool:
         searches, and one request at a time would leave the process idle meanwhile. A failure is
         charged to the oldest request (the one being searched); the process is replaced, the
         requests it held are sent again, and after ``max_retries`` replacements in a row the oldest
-        request fails the batch with :class:`EngineError`. Once the batch is stopped (another
+        request fails the batch with :class:`EnginePoolError`. Once the batch is stopped (another
         worker failed), the requests already sent are still answered, so the process stays in step.
         """
-        # ``taken``: jobs not answered yet, oldest first, as (job, fen); ``sent``: how many of them the
-        # current process holds (the caller may have sent the first ones, see _send_ahead).
+        # ``taken``: jobs not answered yet, oldest first; ``sent``: how many of them the current process
+        # holds (the caller may have sent the first ones, see _send_ahead).
         failures = 0  # in a row, while ``taken[0]`` was the oldest request
         while True:
             while len(taken) < batch.window and (job := batch.next_job()) is not None:
-                taken.append((job, job.board.epd() + " 0 1"))
+                taken.append(job)
             if not taken:
                 return
-            job, fen = taken[0]
+            job = taken[0]
             try:
                 engine = self._engines[slot]
                 if engine is None:
@@ -720,17 +488,17 @@ class StockfishPool:
                 if job.legal is None:
                     is_mate, value = engine.receive(job.timeout)
                     result: _Result = chess.engine.PovScore(
-                        chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), job.board.turn
+                        chess.engine.Mate(value) if is_mate else chess.engine.Cp(value), job.turn
                     )
                 else:
-                    result = _move_scores(engine.receive_lines(job.timeout), job.legal, job.board.turn)
-            except _EngineFailure as exc:
+                    result = _move_scores(engine.receive_lines(job.timeout), job.legal, job.turn)
+            except ProcessFailure as exc:
                 self._discard(slot)
                 sent = 0
                 failures += 1
                 if failures > self.max_retries:
-                    raise EngineError(
-                        f"Stockfish failed on position {fen!r} ({batch.go.decode().strip()}) "
+                    raise EnginePoolError(
+                        f"Stockfish failed on position {job.fen!r} ({batch.go.decode().strip()}) "
                         f"{failures} times in a row; last error: {exc}"
                     ) from exc
                 continue
@@ -765,13 +533,13 @@ class StockfishPool:
             self._engines[slot] = None
             engine.close(grace=0.0)
 
-    def _respawn(self, slot: int) -> _UciProcess:
+    def _respawn(self, slot: int) -> UciProcess:
         try:
-            engine = _UciProcess(self.path, self.hash_mb)
+            engine = UciProcess(self.path, self.hash_mb)
         except OSError as exc:
-            raise _EngineFailure(f"cannot start {self.path!r}: {exc}") from exc
+            raise ProcessFailure(f"cannot start {self.path!r}: {exc}") from exc
         self._engines[slot] = engine
         with self._lock:
             self.engine_restarts += 1
-        engine.handshake(_STARTUP_TIMEOUT)
+        engine.handshake(STARTUP_TIMEOUT)
         return engine

@@ -1,0 +1,267 @@
+"""``grpo-chess train``: build the env and GRPO from a config, train into a run folder, evaluate, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+from stable_baselines3.common.callbacks import CheckpointCallback
+from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
+
+from chess_env import ChessVectorEnv
+from grpo_agent.cli.config import SCHEDULE_KEYS, ConfigError, load_config, parse_schedule
+from grpo_agent.cli.plotting import plot_run, read_progress
+from grpo_agent.evaluation import PRESETS, EvalConfig, EvalReport, Evaluator, format_eval_rows, load_model, write_artifacts
+from grpo_agent.grpo import GRPO
+from grpo_agent.pretrain import run_pretrain, warm_start
+from grpo_agent.progress import ProgressCallback
+from grpo_agent.save_util import save_model
+
+SUMMARY_KEYS = (
+    "rollout/step_reward_mean",
+    "rollout/regret",
+    "rollout/step_reward_std",
+    "rollout/group_reward_std",
+    "rollout/action_agreement_mean",
+    "rollout/finished_frac",
+    "rollout/plies_per_s",
+    "rollout/engine_cache_hit_rate",
+    "train/entropy",
+    "train/entropy_norm",
+    "train/kl_ref",
+    "train/approx_kl",
+    "train/clip_fraction_high",
+    "train/advantage_std",
+)
+
+
+def _make_env(env_cfg: dict[str, Any]) -> ChessVectorEnv:
+    cfg = dict(env_cfg)
+    num_envs = cfg.pop("num_envs", 64)
+    return ChessVectorEnv(num_envs, **cfg)
+
+
+def _make_logger(run_dir: Path, verbose: int, wandb_run: Any) -> Logger:
+    formats = ["csv"] + (["stdout"] if verbose else [])
+    if importlib.util.find_spec("tensorboard") is not None:
+        formats.append("tensorboard")
+    else:
+        print("note: tensorboard is not installed; writing csv logs only (pip install tensorboard)")
+    outputs = [make_output_format(f, str(run_dir)) for f in formats]
+    if wandb_run is not None:
+        outputs.append(_WandbOutput(wandb_run))
+    return Logger(str(run_dir), outputs)
+
+
+class _WandbOutput(KVWriter):
+    """SB3 KVWriter that forwards every numeric logger value to a wandb run."""
+
+    def __init__(self, run: Any):
+        self.run = run
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        data = {k: v for k, v in key_values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.run.log(data, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _init_wandb(mode: str, run_dir: Path, config: dict[str, Any]) -> Any:
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print("note: wandb is not installed, so wandb logging is disabled (pip install 'grpo-chess[wandb]')")
+        return None
+    return wandb.init(project="grpo-chess", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
+
+
+class AtomicCheckpointCallback(CheckpointCallback):
+    """SB3's CheckpointCallback writing each checkpoint with :func:`~grpo_agent.save_util.save_model`, so a
+    checkpoint on disk is never half-written (a run killed mid-save leaves the previous one intact)."""
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            path = self._checkpoint_path(extension="zip")
+            save_model(self.model, path)
+            if self.verbose >= 2:
+                print(f"Saving model checkpoint to {path}")
+        return True
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the most timesteps in ``run_dir/checkpoints`` (``final_model.zip`` wins)."""
+    final = run_dir / "final_model.zip"
+    if final.is_file():
+        return final
+    best: tuple[int, Path] | None = None
+    for path in (run_dir / "checkpoints").glob("grpo_*_steps.zip"):
+        match = re.fullmatch(r"grpo_(\d+)_steps\.zip", path.name)
+        if match and (best is None or int(match.group(1)) > best[0]):
+            best = (int(match.group(1)), path)
+    return None if best is None else best[1]
+
+
+def _build_model(config: dict[str, Any], env: ChessVectorEnv, resume_from: Path | None) -> GRPO:
+    algo = {k: parse_schedule(v) if k in SCHEDULE_KEYS else v for k, v in config["algo"].items()}
+    if resume_from is not None:
+        return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
+    policy = algo.pop("policy", "ChessResNetPolicy")
+    return GRPO(policy, env, **algo)
+
+
+STAGES = ("initial", "pretrained", "final")
+STAGE_TITLES = {"initial": "initial", "pretrained": "after pretrain", "final": "after GRPO"}
+
+
+def _summary(run_dir: Path, wall_s: float, model: GRPO, evaluation: dict[str, EvalReport] | None = None) -> None:
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    frame = read_progress(run_dir)
+    table = Table(title=f"GRPO run {run_dir.name}")
+    table.add_column("metric")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    if frame is not None and len(frame):
+        k = max(1, min(3, len(frame) // 3))  # average a few rows at each end: single rollouts are noisy
+        for key in SUMMARY_KEYS:
+            if key in frame:
+                col = frame[key].dropna()
+                if len(col):
+                    table.add_row(key, f"{col.iloc[:k].mean():.4g}", f"{col.iloc[-k:].mean():.4g}")
+    table.add_row("timesteps", "", f"{model.num_timesteps:,}")
+    table.add_row("wall-clock of GRPO (s)", "", f"{wall_s:.1f}")
+    table.add_row("run folder", "", str(run_dir))
+    console.print(table)
+    if evaluation:
+        held_out = Table(title="held-out evaluation (builtin:eval positions, puzzles, games)")
+        held_out.add_column("metric")
+        for stage in evaluation:
+            held_out.add_column(STAGE_TITLES[stage], justify="right")
+        for row in format_eval_rows(*evaluation.values()):
+            held_out.add_row(*row)
+        console.print(held_out)
+
+
+def _evaluate_stages(run_dir: Path, train_cfg: dict[str, Any]) -> dict[str, EvalReport] | None:
+    """Evaluate ``initial_model.zip``, ``pretrained_model.zip`` (when the run has one) and ``final_model.zip``
+    alike; reports go to ``RUN_DIR/eval/<stage>/``."""
+    if train_cfg["evaluate"] == "none" or not (run_dir / "initial_model.zip").is_file():
+        return None
+    config = EvalConfig.preset(train_cfg["evaluate"], opponents=tuple(train_cfg["eval_opponents"]))
+    reports = {}
+    with Evaluator() as evaluator:
+        for stage in STAGES:
+            path = run_dir / f"{stage}_model.zip"
+            if not path.is_file():
+                continue
+            print(f"evaluating the {STAGE_TITLES[stage]} policy ({train_cfg['evaluate']} preset) ...", flush=True)
+            reports[stage] = evaluator.evaluate(load_model(path), config, policy_name=f"{run_dir.name}/{stage}")
+            write_artifacts(reports[stage], run_dir / "eval" / stage, svg=False)
+    return reports
+
+
+def _warm_start(config: dict[str, Any], model: GRPO, run_dir: Path, init: str | None) -> None:
+    """Start ``model`` from ``init``, or from the run's own pretrain stage when the config has one; the warm start
+    is also the KL reference. Saves it as ``pretrained_model.zip`` for the evaluation."""
+    if init is None and config["pretrain"]:
+        section = {"policy": config["algo"].get("policy", "ChessResNetPolicy"),
+                   "policy_kwargs": config["algo"].get("policy_kwargs"), **config["pretrain"]}
+        try:
+            init = str(run_pretrain(section, run_dir / "pretrain"))
+        except ValueError as exc:
+            raise ConfigError(f"pretrain: {exc}") from exc
+    if init is None:
+        return
+    try:
+        warm_start(model, init)
+    except ValueError as exc:
+        raise ConfigError(f"--init: {exc}") from exc
+    print(f"GRPO starts from {init} (also the KL reference)", flush=True)
+    save_model(model, run_dir / "pretrained_model.zip")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
+        config = load_config(run_dir / "config.yaml", args.set or [])
+        resume_from = latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
+        # SB3's csv writer truncates progress.csv: keep the earlier rows as progress.N.csv for `plot`.
+        if (run_dir / "progress.csv").is_file():
+            n = len(list(run_dir.glob("progress.*.csv")))
+            os.replace(run_dir / "progress.csv", run_dir / f"progress.{n}.csv")
+    else:
+        config = load_config(args.config, args.set or [])
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        resume_from = None
+    with open(run_dir / "config.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+    train_cfg = config["train"]
+    if train_cfg["evaluate"] not in ("none", *PRESETS):
+        raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
+    torch.set_num_threads(int(train_cfg["torch_threads"]))
+    wandb_run = _init_wandb(args.wandb, run_dir, config)
+    env = _make_env(config["env"])
+    try:
+        model = _build_model(config, env, resume_from)
+        model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run))
+        if resume_from is None and train_cfg["evaluate"] != "none":
+            save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
+        if resume_from is None:
+            _warm_start(config, model, run_dir, args.init or train_cfg["init"])
+        callbacks: list[Any] = []
+        if train_cfg["checkpoint_every"] > 0:
+            callbacks.append(AtomicCheckpointCallback(save_freq=train_cfg["checkpoint_every"] * model.horizon,
+                                                      save_path=str(run_dir / "checkpoints"), name_prefix="grpo"))
+        remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
+        terminal = sys.stdout.isatty()
+        if train_cfg["progress_bar"] and not terminal:
+            callbacks.append(ProgressCallback(remaining, "GRPO"))  # a plain line every few seconds in a log
+        start = time.perf_counter()
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                log_interval=train_cfg["log_interval"],
+                reset_num_timesteps=resume_from is None,
+                progress_bar=bool(train_cfg["progress_bar"]) and terminal,
+            )
+        wall = time.perf_counter() - start
+        save_model(model, run_dir / "final_model.zip")
+        model.logger.close()
+    finally:
+        env.close()
+    plot_run(run_dir)
+    _summary(run_dir, wall, model, _evaluate_stages(run_dir, train_cfg))
+    return 0
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``grpo-chess train`` arguments to ``parser``."""
+    parser.add_argument("--config", default=None, help="YAML config (sections env, algo, train)")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its latest checkpoint")
+    parser.add_argument("--init", metavar="MODEL.zip", default=None,
+                        help="start from a pretrained model (grpo-chess pretrain); it is also the KL reference")
+    parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    return parser

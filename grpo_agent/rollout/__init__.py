@@ -1,0 +1,26 @@
+"""Rollout collectors: the env side of GRPO (see :mod:`grpo_agent.rollout.base` for the protocol)."""
+
+from grpo_agent.rollout.base import (
+    GROUP_ENV_METHODS,
+    DirichletNoise,
+    GroupEnv,
+    PolicySample,
+    check_group_env,
+    sample_policy,
+)
+from grpo_agent.rollout.games import GameGroupCollector
+from grpo_agent.rollout.moves import MAX_LEGAL_MOVES, MoveGroupCollector
+from grpo_agent.rollout.noise import dirichlet_mix
+
+__all__ = [
+    "GROUP_ENV_METHODS",
+    "DirichletNoise",
+    "GameGroupCollector",
+    "MAX_LEGAL_MOVES",
+    "MoveGroupCollector",
+    "GroupEnv",
+    "PolicySample",
+    "check_group_env",
+    "dirichlet_mix",
+    "sample_policy",
+]

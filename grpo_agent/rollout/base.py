@@ -1,0 +1,158 @@
+"""The seam between GRPO (the learner) and the games it learns from.
+
+A *collector* owns the env side of a rollout: it resets the games into groups, samples moves with the policy,
+records them into its buffer, measures the sampling policy's health, and finishes the rollout (statistics,
+dynamic sampling, advantages) in one pass. The learner asks it for a finished rollout and trains on the buffer.
+
+The collector talks to the env only through the **group-rollout protocol** below, which
+:class:`chess_env.sb3.ChessVecEnv` implements (``docs/architecture.md`` describes it); the learner never reads
+an env's boards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch as th
+
+from grpo_agent.policies import GRPOPolicy
+from grpo_agent.rollout.noise import dirichlet_mix
+
+#: the methods of the group-rollout protocol, besides ``num_envs``
+GROUP_ENV_METHODS = ("group_reset", "group_step", "action_masks", "side_to_move", "engine_stats")
+
+#: called after every vector step with the plies it played and the step's data; False stops the rollout
+StepHook = Callable[[int, dict[str, Any]], bool]
+
+
+@runtime_checkable
+class GroupEnv(Protocol):
+    """What a collector needs from an env: ``num_envs`` games, group resets, padded steps, legal-move masks,
+    which side is to move, and engine statistics.
+
+    Game ``i`` is member ``i % G`` of group ``i // G``.
+    """
+
+    num_envs: int
+
+    def group_reset(self, n_groups: int, group_size: int) -> np.ndarray:
+        """Start ``n_groups`` groups of ``group_size`` games, each group from one position; the observations."""
+
+    def group_step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One ply of every game: ``(obs, rewards, terminated, truncated)``, rewards from the mover's view;
+        a finished game is padded (action ignored, reward 0, mask all False) until the next reset."""
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(num_envs, n_actions)``: the legal moves of each game's position."""
+
+    def side_to_move(self) -> np.ndarray:
+        """Bool ``(num_envs,)``: True where White plays the next ply."""
+
+    def engine_stats(self) -> dict[str, float]:
+        """Cumulative engine counters: at least ``cache_hits``, ``cache_misses`` and ``engine_calls``."""
+
+
+def check_group_env(env: Any) -> None:
+    """Refuse an env that cannot play group rollouts, saying what it lacks.
+
+    Raises:
+        ValueError: ``env`` is an SB3 ``VecEnvWrapper`` (the protocol's calls would reach the env beneath it
+            and silently bypass the wrapper), or lacks methods of the protocol.
+    """
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    if isinstance(env, VecEnvWrapper):
+        raise ValueError(
+            f"GRPO plays group rollouts through the group-rollout protocol, which would bypass the SB3 wrapper "
+            f"{type(env).__name__}: pass the unwrapped env (a chess_env.ChessVectorEnv or chess_env.sb3.ChessVecEnv)"
+        )
+    missing = [name for name in GROUP_ENV_METHODS if not callable(getattr(env, name, None))]
+    if not hasattr(env, "num_envs"):
+        missing.insert(0, "num_envs")
+    if missing:
+        raise ValueError(
+            f"GRPO needs an env implementing the group-rollout protocol ({', '.join(GROUP_ENV_METHODS)}), as "
+            f"chess_env.ChessVectorEnv does; {type(env).__name__} lacks {missing}"
+        )
+
+
+@dataclass
+class DirichletNoise:
+    """First-ply exploration noise: sample from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves.
+
+    :param alpha: Dirichlet concentration (> 0; AlphaZero used 0.3 for chess)
+    :param frac: weight of the noise in ``(0, 1]``
+    :param rng: the generator of the noise (saved with the model, so a resumed run draws the same noise)
+    """
+
+    alpha: float
+    frac: float
+    rng: np.random.Generator
+
+
+@dataclass
+class PolicySample:
+    """Moves sampled from the policy for a batch of positions.
+
+    :param actions: ``(N, K)`` sampled action indices (``K`` samples per position)
+    :param log_prob: ``(N, K)`` their log-probabilities under the distribution actually sampled (temperature
+        and noise included): the old log-probabilities of the importance ratio
+    :param log_p: ``(N, A)`` normalized log-probabilities of the sampling temperature, before any noise
+    :param policy_log_p: ``(N, A)`` the policy's normalized log-probabilities at the configured temperature
+        (no boost, no noise), for the health statistics
+    """
+
+    actions: th.Tensor
+    log_prob: th.Tensor
+    log_p: th.Tensor
+    policy_log_p: th.Tensor
+
+
+@th.no_grad()
+def sample_policy(
+    policy: GRPOPolicy,
+    obs: th.Tensor,
+    masks: th.Tensor,
+    temperature: float,
+    base_temperature: float,
+    n_samples: int = 1,
+    replacement: bool = True,
+    noise: DirichletNoise | None = None,
+) -> PolicySample:
+    """Sample ``n_samples`` legal moves per position from one forward pass of ``policy``.
+
+    :param temperature: the temperature sampled at (the configured one times any guard boost)
+    :param base_temperature: the configured temperature, at which the health statistics are measured
+    :param replacement: with replacement (independent samples) or without (distinct moves, at most #legal)
+    :param noise: first-ply Dirichlet noise, or None
+    """
+    dist = policy.get_distribution(obs, masks, temperature)
+    log_p = dist.distribution.logits  # normalized; illegal entries ~ -1e8
+    sampled_log_p = log_p
+    if noise is not None:
+        sampled_log_p = th.log(dirichlet_mix(dist.distribution.probs, masks, noise.alpha, noise.frac, noise.rng))
+    if replacement:
+        actions = th.multinomial(sampled_log_p.exp(), n_samples, replacement=True)
+    else:
+        # Gumbel top-k draws n_samples distinct moves in proportion to the probabilities; a position with fewer
+        # legal moves than n_samples gets illegal extras, which the caller drops by the mask.
+        gumbel = -th.log(-th.log(th.rand_like(sampled_log_p).clamp_min(1e-20)))
+        actions = th.topk(sampled_log_p + gumbel, n_samples, dim=1).indices
+    # The stored log-probability of each move is its single-draw probability under the distribution actually
+    # sampled; without noise it comes from the logits exactly as the update's evaluation does (the ratio starts at 1).
+    log_prob = sampled_log_p.gather(1, actions)
+    policy_log_p = log_p if temperature == base_temperature else th.log_softmax(log_p * (temperature / base_temperature), dim=1)
+    return PolicySample(actions, log_prob, log_p, policy_log_p)
+
+
+def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``engine_evals`` (searches run) and ``engine_cache_hit_rate`` between two :meth:`GroupEnv.engine_stats`."""
+    hits = after["cache_hits"] - before["cache_hits"]
+    lookups = hits + after["cache_misses"] - before["cache_misses"]
+    stats = {"engine_evals": float(after["engine_calls"] - before["engine_calls"])}
+    if lookups > 0:
+        stats["engine_cache_hit_rate"] = hits / lookups
+    return stats
