@@ -107,7 +107,8 @@ def seed_prefix(source: Path, config: Any, run_dir: Path) -> None:
 
 def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: Path | None = None) -> dict[str, Any]:
     """The ``tune`` or ``heldout`` evaluation of the module docstring, as JSON numbers."""
-    from grpo_agent.evaluation import EvalConfig, Evaluator, load_puzzles
+    from chess_env.puzzles import read_puzzles
+    from grpo_agent.evaluation import EvalConfig, Evaluator
 
     with Evaluator() as evaluator:
         if mode == "tune":
@@ -115,7 +116,7 @@ def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: P
             out = {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
                    "positions": len(acpl.positions)}
             if tune_puzzles is not None:
-                puzzles = evaluator.puzzles(model, load_puzzles(tune_puzzles))
+                puzzles = evaluator.puzzles(model, read_puzzles(tune_puzzles))
                 out.update(tune_puzzles=puzzles.accuracy, tune_puzzles_by_theme=puzzles.by_theme)
             return out
         config = EvalConfig(opponents=("random",), games=games, acpl_positions=50, acpl_depth=10, puzzles=100)

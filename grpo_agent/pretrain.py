@@ -423,7 +423,7 @@ def parse_section(cfg: dict[str, Any] | None) -> tuple[PretrainConfig, dict[str,
         ValueError: an unknown key (named) or a bad value (named).
     """
     cfg = dict(cfg or {})
-    allowed = {f.name for f in dataclasses.fields(PretrainConfig)} | set(RUN_KEYS)
+    allowed = set(PRETRAIN_KEYS)
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"unknown pretrain key(s) {unknown} (allowed: {', '.join(sorted(allowed))})")

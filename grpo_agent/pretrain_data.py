@@ -51,8 +51,6 @@ DATASET_FILE = "pretrain_dataset.npz"
 DATASET_VERSION = 1
 #: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
 WALKS_PER_BATCH = 64
-#: seconds between plain progress lines when stdout is not a terminal
-
 
 
 @dataclass
