@@ -97,12 +97,9 @@ def seed_prefix(source: Path, config: Any, run_dir: Path) -> None:
         raise ValueError(f"{source} cannot seed this run: settings {sorted(differ)} differ or it has only "
                          f"{settings['n_positions']} positions")
     data = LabelledPositions.load(source)
-    n = config.n_positions
-    end = int(data.offsets[n])
-    prefix = LabelledPositions(data.fens[:n], data.offsets[: n + 1], data.actions[:end], data.values[:end],
-                               data.mates[:end], data.walks[:n])
     run_dir.mkdir(parents=True, exist_ok=True)
-    prefix.save(run_dir / DATASET_FILE, key, {**wanted, "label_seconds_scaled": True}, seconds * n / len(data))
+    data.head(config.n_positions).save(run_dir / DATASET_FILE, key, {**wanted, "label_seconds_scaled": True},
+                                       seconds * config.n_positions / len(data))
 
 
 def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: Path | None = None) -> dict[str, Any]:
