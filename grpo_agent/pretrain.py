@@ -92,8 +92,6 @@ class PretrainConfig:
     :param max_grad_norm: gradient-norm clip
     :param mate_weight: loss weight of the positions where the mover has a forced mate (about 0.4% of the
         walks' positions, and two thirds of the shipped puzzles), relative to 1 for the others
-    :param bf16: run the network under bfloat16 autocast (parameters and loss stay float32): 1.6x the samples/s
-        of float32 measured on a Xeon with AMX (4x64, batch 256, one thread); for CPUs with bfloat16 instructions
     :param evals_per_epoch: held-out measurements (and log rows) per epoch
     :param patience: measurements without a better held-out loss before training stops
     :param engine_processes: Stockfish processes labelling (``None``: one per core)
@@ -117,7 +115,6 @@ class PretrainConfig:
     lr_schedule: str = "cosine"
     max_grad_norm: float = 1.0
     mate_weight: float = 1.0
-    bf16: bool = False
     evals_per_epoch: int = 2
     patience: int = 3
     engine_processes: int | None = None
@@ -141,8 +138,6 @@ class PretrainConfig:
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _number("walk_random", self.walk_random, lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
         for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -217,16 +212,13 @@ class _Batches:
         return Batch(*(th.as_tensor(x, device=self.device) for x in arrays))
 
 
-def pretrain_loss(policy: GRPOPolicy, batch: Batch, bf16: bool = False) -> tuple[th.Tensor, th.Tensor]:
+def pretrain_loss(policy: GRPOPolicy, batch: Batch) -> tuple[th.Tensor, th.Tensor]:
     """Per position, the cross-entropy ``-sum_a q(a) log pi(a | s)`` over the legal moves, and ``log pi``.
 
     ``pi`` is the policy's masked distribution at temperature 1, exactly what GRPO samples from: its
-    normalised logits are about -1e8 at illegal moves, where the targets are 0. With ``bf16`` the network
-    runs under bfloat16 autocast (its parameters stay float32) and the cross-entropy is taken in float32.
+    normalised logits are about -1e8 at illegal moves, where the targets are 0.
     """
-    with th.autocast(batch.obs.device.type, dtype=th.bfloat16, enabled=bf16):
-        log_pi = policy.get_distribution(batch.obs, batch.masks).distribution.logits
-    log_pi = log_pi.float()
+    log_pi = policy.get_distribution(batch.obs, batch.masks).distribution.logits
     return -(batch.targets * log_pi).sum(dim=1), log_pi
 
 
@@ -236,14 +228,13 @@ def _top1(batch: Batch, log_pi: th.Tensor) -> th.Tensor:
 
 
 @th.no_grad()
-def heldout_metrics(policy: GRPOPolicy, batches: _Batches, idx: np.ndarray, batch_size: int,
-                    bf16: bool = False) -> dict[str, float]:
+def heldout_metrics(policy: GRPOPolicy, batches: _Batches, idx: np.ndarray, batch_size: int) -> dict[str, float]:
     """Over the positions ``idx``: the mean loss (unweighted), the top-1 rate and entropy / log #legal."""
     policy.set_training_mode(False)
     sums = np.zeros(3)
     for start in range(0, len(idx), batch_size):
         batch = batches(idx[start : start + batch_size])
-        loss, log_pi = pretrain_loss(policy, batch, bf16)
+        loss, log_pi = pretrain_loss(policy, batch)
         entropy = -(log_pi.exp() * log_pi).sum(dim=1)
         sums += [loss.sum().item(), _top1(batch, log_pi).sum().item(),
                  (entropy / batch.masks.sum(dim=1).float().log()).sum().item()]
@@ -309,7 +300,7 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
             for i in range(steps_per_epoch):
                 policy.set_training_mode(True)
                 batch = batches(order[i * config.batch_size : (i + 1) * config.batch_size])
-                loss, log_pi = pretrain_loss(policy, batch, config.bf16)
+                loss, log_pi = pretrain_loss(policy, batch)
                 optimizer.zero_grad()
                 ((batch.weights * loss).sum() / batch.weights.sum()).backward()
                 th.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
@@ -319,7 +310,7 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
                 sums += [loss.sum().item(), _top1(batch, log_pi).sum().item(), len(loss)]
                 progress.update(1, loss=sums[0] / sums[2])
                 if i + 1 in measure_at:
-                    metrics = heldout_metrics(policy, batches, held_idx, 4 * config.batch_size, config.bf16)
+                    metrics = heldout_metrics(policy, batches, held_idx, 4 * config.batch_size)
                     metrics.update(loss=sums[0] / sums[2], top1=sums[1] / sums[2], epoch=step / steps_per_epoch,
                                    lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - started)
                     sums[:] = 0
