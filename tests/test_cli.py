@@ -14,11 +14,11 @@ from grpo_agent.cli.train import latest_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "games.yaml", "large.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "games.yaml", "large.yaml", "pretrain.yaml"])
 def test_shipped_configs_are_valid(name):
     config = load_config(ROOT / "configs" / name)
     assert set(config) == {"env", "algo", "train", "pretrain"}
-    if config["algo"].get("group_mode", "games") == "games":
+    if config["algo"] and config["algo"].get("group_mode", "games") == "games":
         assert config["env"]["num_envs"] % config["algo"]["group_size"] == 0
 
 
