@@ -375,9 +375,9 @@ class GRPO(BaseAlgorithm):
     def load(cls, path: str | Path | Any, env: GymEnv | None = None, device: th.device | str = "auto",  # type: ignore[override]
              custom_objects: dict[str, Any] | None = None, print_system_info: bool = False, force_reset: bool = True,
              **kwargs: Any) -> GRPO:
-        """SB3's ``load``, refusing a file that is not a GRPO model zip with a message naming it; the saved
-        generators and games are put back when ``learn(reset_num_timesteps=False)`` continues the run."""
-        data = resume.read_checkpoint(path)
+        """SB3's ``load``, refusing a file that is not a GRPO model zip for ``env`` with a message naming it; the
+        saved generators and games are put back when ``learn(reset_num_timesteps=False)`` continues the run."""
+        data = resume.read_checkpoint(path, env)
         return resume.load_with_state(data, lambda buffer: super(GRPO, cls).load(
             buffer, env, device, custom_objects, print_system_info, force_reset, **kwargs))
 

@@ -37,6 +37,7 @@ import io
 import json
 import os
 import random
+import re
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -141,12 +142,13 @@ def save_with_state(model: GRPO, path: str | os.PathLike | io.BufferedIOBase, sa
         file.close()
 
 
-def read_checkpoint(path: str | os.PathLike | io.BufferedIOBase) -> bytes:
-    """The bytes of a GRPO model zip, refused with a message naming ``path`` if it is not one.
+def read_checkpoint(path: str | os.PathLike | io.BufferedIOBase, env: Any = None) -> bytes:
+    """The bytes of a GRPO model zip for ``env`` (None: any), refused with a message naming ``path`` if it is not one.
 
     Raises:
-        ValueError: not a complete zip (truncated, or another file), or a zip without the attributes every GRPO
-            model saves (another algorithm's, e.g. PPO's); the message names the file and what it holds.
+        ValueError: not a complete zip (truncated, or another file); a zip without SB3's ``data`` (truncated
+            where an inner zip ends, or another kind of zip); another algorithm's model (e.g. PPO's, named);
+            a model saved for other observation or action spaces than ``env``'s (both named).
     """
     file = open_path(path, "r", verbose=0, suffix="zip")
     data = file.read()
@@ -156,16 +158,40 @@ def read_checkpoint(path: str | os.PathLike | io.BufferedIOBase) -> bytes:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             bad = archive.testzip()
-            attributes = json.loads(archive.read("data")) if "data" in archive.namelist() else {}
+            members = archive.namelist()
+            attributes = json.loads(archive.read("data")) if "data" in members else None
     except (zipfile.BadZipFile, EOFError, ValueError) as exc:
         raise ValueError(f"{name!r} is not a complete model zip ({len(data)} bytes; truncated?): {exc}") from None
     if bad is not None:
         raise ValueError(f"{name!r} is a damaged model zip: member {bad!r} fails its CRC check")
+    if attributes is None:
+        raise ValueError(f"{name!r} is not a complete SB3 model zip ({len(data)} bytes, members {members[:4]}): "
+                         "it has no 'data' (truncated, or another kind of zip)")
     if "group_mode" not in attributes:
-        policy = attributes.get("policy_class", {}).get("__module__", "?") if isinstance(attributes.get("policy_class"), dict) else "?"
-        raise ValueError(f"{name!r} is not a GRPO model: it has no group_mode (its policy comes from {policy!r}); "
+        policy = attributes.get("policy_class", {})
+        found = re.search(r"<function (\w+)\.__init__", str(policy.get("__init__", "")))
+        origin = f"{policy.get('__module__', '?')}.{found.group(1) if found else '?'}"
+        raise ValueError(f"{name!r} is not a GRPO model: its policy is {origin} and it has no group_mode; "
                          "load it with the algorithm that saved it")
+    if env is not None:
+        _check_spaces(name, attributes, env)
     return data
+
+
+def _check_spaces(name: str, attributes: dict[str, Any], env: Any) -> None:
+    """Refuse ``env`` when its spaces are not those the model was saved with, naming both."""
+    obs_space = getattr(env, "single_observation_space", env.observation_space)
+    act_space = getattr(env, "single_action_space", env.action_space)
+    saved_shape = tuple(attributes["observation_space"].get("_shape", ()))
+    if saved_shape != tuple(obs_space.shape):
+        channels = (saved_shape[0], obs_space.shape[0]) if len(saved_shape) == 3 == len(obs_space.shape) else None
+        hint = (f" (ChessEnv history={(channels[0] - 21) // 12} vs history={(channels[1] - 21) // 12})"
+                if channels and all(c >= 21 and (c - 21) % 12 == 0 for c in channels) else "")
+        raise ValueError(f"{name!r} was saved for observations of shape {saved_shape}; this env's are "
+                         f"{tuple(obs_space.shape)}{hint}")
+    saved_n = attributes["action_space"].get("n")
+    if saved_n is not None and int(saved_n) != getattr(act_space, "n", None):
+        raise ValueError(f"{name!r} was saved for {saved_n} actions; this env has {act_space}")
 
 
 def load_with_state(data: bytes, load: Callable[[io.BytesIO], GRPO]) -> GRPO:

@@ -18,6 +18,7 @@ from rich.table import Table
 from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
 
 from chess_env import ChessVectorEnv
+from chess_env.engine import EnginePoolError
 from grpo_agent.cli.config import SCHEDULE_KEYS, ConfigError, load_config, parse_schedule
 from grpo_agent.cli.plotting import plot_run, read_progress
 from grpo_agent.evaluation import PRESETS, EvalConfig, EvalReport, Evaluator, format_eval_rows, load_model, write_artifacts
@@ -46,9 +47,13 @@ SUMMARY_KEYS = (
 
 
 def _make_env(env_cfg: dict[str, Any]) -> ChessVectorEnv:
+    """The config's env; a value it refuses (a bad FEN, size, opponent, engine path) is a :class:`ConfigError`."""
     cfg = dict(env_cfg)
     num_envs = cfg.pop("num_envs", 64)
-    return ChessVectorEnv(num_envs, **cfg)
+    try:
+        return ChessVectorEnv(num_envs, **cfg)
+    except (ValueError, OSError, EnginePoolError) as exc:  # EngineNotFoundError is an OSError
+        raise ConfigError(f"env: {exc}") from exc
 
 
 def _make_logger(run_dir: Path, verbose: int, wandb_run: Any, resume_at: int | None = None) -> Logger:
@@ -115,11 +120,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def _build_model(config: dict[str, Any], env: ChessVectorEnv, resume_from: Path | None) -> GRPO:
+    """GRPO from the config's algo section, or loaded from ``resume_from``; a refused value or checkpoint is a
+    :class:`ConfigError`."""
     algo = {k: parse_schedule(v) if k in SCHEDULE_KEYS else v for k, v in config["algo"].items()}
-    if resume_from is not None:
-        return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
-    policy = algo.pop("policy", "ChessResNetPolicy")
-    return GRPO(policy, env, **algo)
+    try:
+        if resume_from is not None:
+            return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
+        policy = algo.pop("policy", "ChessResNetPolicy")
+        return GRPO(policy, env, **algo)
+    except ValueError as exc:
+        raise ConfigError(f"--resume {str(resume_from)!r}: {exc}" if resume_from else f"algo: {exc}") from exc
 
 
 STAGES = ("initial", "pretrained", "final")
@@ -192,35 +202,39 @@ def _warm_start(config: dict[str, Any], model: GRPO, run_dir: Path, init: str | 
     save_model(model, run_dir / "pretrained_model.zip")
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
-    if args.resume is not None:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
-        config = load_config(run_dir / "config.yaml", args.set or [])
-        resume_from = latest_checkpoint(run_dir)
-        if resume_from is None:
-            raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
-        for stale in (run_dir / "checkpoints").glob(".*.tmp"):  # a write that a kill cut short
-            stale.unlink()
-    else:
+def _run_folder(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Path | None]:
+    """``(run folder, config, checkpoint to resume from)``: the ``--resume`` folder and its newest checkpoint, or
+    a new folder's path (created once the config has built an env and a model) and no checkpoint."""
+    if args.resume is None:
         config = load_config(args.config, args.set or [])
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=False)
-        resume_from = None
-    # Atomic: a kill while a resumed session rewrites it must not leave a run folder that cannot be resumed.
-    atomic_write(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+        return Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}", config, None
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
+    config = load_config(run_dir / "config.yaml", args.set or [])
+    resume_from = latest_checkpoint(run_dir)
+    if resume_from is None:
+        raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
+    for stale in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:  # writes a kill cut short
+        stale.unlink()
+    return run_dir, config, resume_from
 
+
+def run_train(args: argparse.Namespace) -> int:
+    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
+    run_dir, config, resume_from = _run_folder(args)
     train_cfg = config["train"]
     if train_cfg["evaluate"] not in ("none", *PRESETS):
         raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
     torch.set_num_threads(int(train_cfg["torch_threads"]))
-    wandb_run = _init_wandb(args.wandb, run_dir, config)
     env = _make_env(config["env"])
     try:
         model = _build_model(config, env, resume_from)
+        run_dir.mkdir(parents=True, exist_ok=resume_from is not None)  # now: a refused config leaves no folder
+        # Atomic: a kill while a resumed session rewrites it must not leave a run folder that cannot be resumed.
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+        wandb_run = _init_wandb(args.wandb, run_dir, config)
         model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run,
                                       model.num_timesteps if resume_from else None))
         if resume_from is None and train_cfg["evaluate"] != "none":
