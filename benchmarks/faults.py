@@ -54,13 +54,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "kill_every": 40, "stop_at": 15, "watchdog": 1.0, "timeout": 300,
     },
-    # The README's table: 30 rollouts of 16 games x 8 plies with the default network.
+    # The README's table: 48 rollouts of 16 games x 8 plies with the default network, checkpoints every 6.
     "laptop": {
         "config": {
             "env": {"num_envs": 16, "reward_depth": 1, "max_plies": 200, "start_positions": "builtin", "engine_processes": 2},
             "algo": {"policy_kwargs": {"features_extractor_kwargs": {"n_blocks": 4, "channels": 64}}, "group_size": 8,
                      "horizon": 8, "n_epochs": 2, "batch_size": 64, "seed": 0, "target_entropy": 0.5},
-            "train": {"total_timesteps": 16 * 8 * 30, "checkpoint_every": 5, "progress_bar": False, "evaluate": "none"},
+            "train": {"total_timesteps": 16 * 8 * 48, "checkpoint_every": 6, "progress_bar": False, "evaluate": "none"},
         },
         "kill_every": 150, "stop_at": 60, "watchdog": 2.0, "timeout": 900,
     },
@@ -347,16 +347,23 @@ def _rows_at(progress: Path, timesteps: int) -> int:
 
 
 def _memory(session: Session) -> dict[str, Any] | None:
-    """Trainer and engine memory while a session trains (engines up, its first rollout logged): the first and
-    last samples, and the maximum; None for a session that never got there."""
+    """Memory while a session trains (engines up, its first rollout logged): the trainer's first, last and
+    largest RSS and its least-squares trend, and the engines' (all processes together) median and largest;
+    None for a session that never got there."""
     training = [s for s in session.samples if s[3] > 0 and s[4] > session.rows_kept]
-    if len(training) < 2:
+    if len(training) < 4:
         return None
+    times = [s[0] for s in training]
+    trainer = [s[1] for s in training]
+    mean_t, mean_m = sum(times) / len(times), sum(trainer) / len(trainer)
+    spread = sum((t - mean_t) ** 2 for t in times)
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in zip(times, trainer)) / spread if spread else 0.0
+    engines = sorted(s[2] for s in training)
     return {
-        "training_s": round(training[-1][0] - training[0][0], 1),
-        "trainer_mb_first": round(training[0][1], 1), "trainer_mb_last": round(training[-1][1], 1),
-        "trainer_mb_max": round(max(s[1] for s in training), 1),
-        "engines_mb_first": round(training[0][2], 1), "engines_mb_last": round(training[-1][2], 1),
+        "training_s": round(times[-1] - times[0], 1), "samples": len(training),
+        "trainer_mb_first": round(trainer[0], 1), "trainer_mb_last": round(trainer[-1], 1),
+        "trainer_mb_max": round(max(trainer), 1), "trainer_mb_per_min": round(60 * slope, 2),
+        "engines_mb_median": round(engines[len(engines) // 2], 1), "engines_mb_max": round(engines[-1], 1),
         "engine_processes_max": max(s[3] for s in training),
     }
 
@@ -427,7 +434,6 @@ def _session_at(sessions: list[Session], t: float) -> Session | None:
 def markdown(result: dict[str, Any]) -> str:
     """The README's table of a :func:`report`."""
     inj, sur = result["faults_injected"], result["faults_survived"]
-    mem = result["memory_faulty_longest"] or {}
     stopped = result["engine_stopped_s"]
     rows = [
         ("Stockfish SIGKILLed (every %d searches)" % result["kill_every"], inj["engine_kill"], sur["engine_kill"]),
@@ -445,10 +451,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"| Stockfish processes left behind | {result['engines_left_behind']} |",
         f"| wall-clock: clean / with faults (overhead) | {result['wall_clean_s']} s / {result['wall_faulty_s']} s "
         f"(+{100 * result['wall_overhead']:.0f}%) |",
-        f"| trainer RSS while training, longest faulty session ({mem.get('training_s')} s): first / last (max) | "
-        f"{mem.get('trainer_mb_first')} / {mem.get('trainer_mb_last')} MB ({mem.get('trainer_mb_max')} MB) |",
-        f"| engines' RSS (all processes), same samples: first / last | {mem.get('engines_mb_first')} / "
-        f"{mem.get('engines_mb_last')} MB |",
+        *(f"| RSS while training, {label} ({m['training_s']} s): trainer first / last / max (trend); engines median / max "
+          f"| {m['trainer_mb_first']} / {m['trainer_mb_last']} / {m['trainer_mb_max']} MB ({m['trainer_mb_per_min']:+} MB/min); "
+          f"{m['engines_mb_median']} / {m['engines_mb_max']} MB |"
+          for label, m in (("clean run", result["memory_clean"]), ("longest faulty session", result["memory_faulty_longest"]))
+          if m is not None),
     ]
     return "\n".join(lines)
 
