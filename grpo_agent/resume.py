@@ -165,8 +165,8 @@ def read_checkpoint(path: str | os.PathLike | io.BufferedIOBase, env: Any = None
     if bad is not None:
         raise ValueError(f"{name!r} is a damaged model zip: member {bad!r} fails its CRC check")
     if attributes is None:
-        raise ValueError(f"{name!r} is not a complete SB3 model zip ({len(data)} bytes, members {members[:4]}): "
-                         "it has no 'data' (truncated, or another kind of zip)")
+        raise ValueError(f"{name!r} is not a complete SB3 model zip ({len(data)} bytes): it has no 'data' member "
+                         "(truncated, or another kind of zip)")
     if "group_mode" not in attributes:
         policy = attributes.get("policy_class", {})
         found = re.search(r"<function (\w+)\.__init__", str(policy.get("__init__", "")))
