@@ -347,25 +347,25 @@ def _rows_at(progress: Path, timesteps: int) -> int:
 
 
 def _memory(session: Session) -> dict[str, Any] | None:
-    """Memory while a session trains (engines up, its first rollout logged): the trainer's first, last and
-    largest RSS and its least-squares trend, and the engines' (all processes together) median and largest;
-    None for a session that never got there."""
+    """Memory while a session trains (engines up, its first rollout logged): the medians of the first and the
+    second half of the samples and the largest, of the trainer and of the engines (all processes together);
+    None for a session that never got there. Medians, because the trainer's RSS swings by ~20 MB within a
+    rollout (the allocator taking and returning the update's tensors)."""
     training = [s for s in session.samples if s[3] > 0 and s[4] > session.rows_kept]
     if len(training) < 4:
         return None
-    times = [s[0] for s in training]
-    trainer = [s[1] for s in training]
-    mean_t, mean_m = sum(times) / len(times), sum(trainer) / len(trainer)
-    spread = sum((t - mean_t) ** 2 for t in times)
-    slope = sum((t - mean_t) * (m - mean_m) for t, m in zip(times, trainer)) / spread if spread else 0.0
-    engines = sorted(s[2] for s in training)
-    return {
-        "training_s": round(times[-1] - times[0], 1), "samples": len(training),
-        "trainer_mb_first": round(trainer[0], 1), "trainer_mb_last": round(trainer[-1], 1),
-        "trainer_mb_max": round(max(trainer), 1), "trainer_mb_per_min": round(60 * slope, 2),
-        "engines_mb_median": round(engines[len(engines) // 2], 1), "engines_mb_max": round(engines[-1], 1),
-        "engine_processes_max": max(s[3] for s in training),
-    }
+    half = len(training) // 2
+
+    def median(values: list[float]) -> float:
+        return round(sorted(values)[len(values) // 2], 1)
+
+    out: dict[str, Any] = {"training_s": round(training[-1][0] - training[0][0], 1), "samples": len(training)}
+    for name, column in (("trainer", 1), ("engines", 2)):
+        values = [s[column] for s in training]
+        out.update({f"{name}_mb_first_half": median(values[:half]), f"{name}_mb_second_half": median(values[half:]),
+                    f"{name}_mb_max": round(max(values), 1)})
+    out["engine_processes_max"] = max(s[3] for s in training)
+    return out
 
 
 def _final_parameters_equal(a: Path, b: Path) -> bool:
@@ -419,7 +419,8 @@ def report(preset: dict[str, Any], clean: Session, clean_dir: Path, sessions: li
         "wall_overhead": round(sum(s.wall_s for s in sessions) / clean.wall_s - 1, 3),
         "memory_clean": _memory(clean),
         "memory_faulty_longest": _memory(max(sessions, key=lambda s: len(s.samples))),
-        "rss_timeline_clean": clean.samples[:: max(1, len(clean.samples) // 60)],
+        #: every memory sample: (seconds, trainer MB, engines MB, engine processes, log rows)
+        "samples": {"clean": clean.samples, "faulty": [s.samples for s in sessions]},
     }
 
 
@@ -451,9 +452,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"| Stockfish processes left behind | {result['engines_left_behind']} |",
         f"| wall-clock: clean / with faults (overhead) | {result['wall_clean_s']} s / {result['wall_faulty_s']} s "
         f"(+{100 * result['wall_overhead']:.0f}%) |",
-        *(f"| RSS while training, {label} ({m['training_s']} s): trainer first / last / max (trend); engines median / max "
-          f"| {m['trainer_mb_first']} / {m['trainer_mb_last']} / {m['trainer_mb_max']} MB ({m['trainer_mb_per_min']:+} MB/min); "
-          f"{m['engines_mb_median']} / {m['engines_mb_max']} MB |"
+        *(f"| RSS while training, {label} ({m['training_s']} s), median of the first / second half (max): trainer; "
+          f"engines | {m['trainer_mb_first_half']} / {m['trainer_mb_second_half']} MB ({m['trainer_mb_max']} MB); "
+          f"{m['engines_mb_first_half']} / {m['engines_mb_second_half']} MB ({m['engines_mb_max']} MB) |"
           for label, m in (("clean run", result["memory_clean"]), ("longest faulty session", result["memory_faulty_longest"]))
           if m is not None),
     ]

@@ -22,4 +22,5 @@ def test_training_survives_every_fault_and_loses_nothing(tmp_path):
     assert result["engines_left_behind"] == 0
     memory = result["memory_faulty_longest"]
     assert memory["engine_processes_max"] <= PRESETS["ci"]["config"]["env"]["engine_processes"]
+    assert memory["trainer_mb_second_half"] < 1.2 * memory["trainer_mb_first_half"]  # restarts leak nothing
     assert "| trajectories lost | 0 |" in markdown(result)
