@@ -1,6 +1,7 @@
 """Exact resume: learn N, save, load into a fresh env (a new process's generators), learn M equals learn N + M,
 bit for bit on CPU, in both group modes; and the pieces it rests on (env state, checkpoints, the progress log)."""
 
+import importlib.util
 import random
 
 import chess
@@ -237,3 +238,9 @@ def test_cli_resume_continues_the_run_and_its_log_exactly(tmp_path):
     assert logs[0]["time/total_timesteps"].tolist() == logs[1]["time/total_timesteps"].tolist() == [12, 24, 36, 48]
     pd.testing.assert_frame_equal(logs[0][columns], logs[1][columns])
     assert not list((interrupted / "checkpoints").glob(".*.tmp"))
+    if importlib.util.find_spec("tensorboard") is not None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(interrupted))
+        events.Reload()  # the interrupted session's steps past the checkpoint are purged, the resumed ones kept
+        assert [e.step for e in events.Scalars("train/loss")] == [12, 24, 36, 48]
