@@ -244,3 +244,16 @@ def test_cli_resume_continues_the_run_and_its_log_exactly(tmp_path):
         events = EventAccumulator(str(interrupted))
         events.Reload()  # the interrupted session's steps past the checkpoint are purged, the resumed ones kept
         assert [e.step for e in events.Scalars("train/loss")] == [12, 24, 36, 48]
+
+
+def test_resuming_into_another_number_of_games_warns_and_starts_new_ones(tmp_path):
+    model = GRPO("MlpPolicy", ChessVectorEnv(4, shaping=False, start_positions="builtin"), group_size=2, horizon=2,
+                 batch_size=4, seed=0)
+    model.learn(8)
+    model.save(tmp_path / "four.zip")
+    model.env.close()
+    wider = GRPO.load(tmp_path / "four.zip", env=ChessVectorEnv(8, shaping=False, start_positions="builtin"))
+    with pytest.warns(UserWarning, match=r"saved games \(4 of them\) are not restored into ChessVecEnv with num_envs=8"):
+        wider.learn(16, reset_num_timesteps=False)
+    assert wider.num_timesteps > model.num_timesteps
+    wider.env.close()
