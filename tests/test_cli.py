@@ -15,7 +15,7 @@ from grpo_agent.cli.train import latest_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "large.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "games.yaml", "large.yaml"])
 def test_shipped_configs_are_valid(name):
     config = load_config(ROOT / "configs" / name)
     assert set(config) == {"env", "algo", "train", "pretrain"}
