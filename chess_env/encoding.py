@@ -12,12 +12,18 @@ move, so the mover's pawns always advance "up", towards rank 8) and ``plane`` is
   knight, bishop, rook and file delta -1 (capture left), 0 (push), +1 (capture right).
 
 Every conversion is a table lookup built once at import; nothing searches the 4672 actions.
+Legal-move masks and observations are built from python-chess's bitboards, without a Python loop
+over squares or a :class:`chess.Move` per legal move; :class:`BoardEncoding` builds all of a
+position's encodings (mask, observation, EPD, key) once for every consumer. python-chess is the
+reference every one of them is tested against.
 """
 
 from __future__ import annotations
 
 import chess
 import numpy as np
+
+from chess_env.rules import is_repetition
 
 N_PLANES = 73
 N_ACTIONS = 64 * N_PLANES  # 4672
@@ -70,6 +76,9 @@ def _build_tables() -> None:
 
 
 _build_tables()
+# Python lists of the same, for scalar lookups (indexing a numpy array is ~5x slower for one element).
+_ACTION_TO_LIST = _ACTION_TO.tolist()
+_ACTION_PROMOTION_LIST = _ACTION_PROMOTION.tolist()
 
 
 def _frame(board: chess.Board, square: int) -> int:
@@ -106,12 +115,13 @@ def decode_action(board: chess.Board, action: int) -> chess.Move:
     """
     if not 0 <= action < N_ACTIONS:
         raise ValueError(f"action {action!r} is outside the action space [0, {N_ACTIONS})")
-    to_square = int(_ACTION_TO[action])
+    action = int(action)
+    to_square = _ACTION_TO_LIST[action]
     if to_square < 0:
         raise ValueError(f"action {action} points off the board in position {board.fen()!r}")
-    from_square = _frame(board, int(_ACTION_FROM[action]))
+    from_square = _frame(board, action // N_PLANES)
     to_square = _frame(board, to_square)
-    promotion = int(_ACTION_PROMOTION[action]) or None
+    promotion = _ACTION_PROMOTION_LIST[action] or None
     if promotion is None and chess.square_rank(to_square) in (0, 7):
         if board.piece_type_at(from_square) == chess.PAWN:
             promotion = chess.QUEEN
@@ -131,11 +141,223 @@ def legal_actions(board: chess.Board) -> np.ndarray:
     return np.asarray(actions, dtype=np.int64)
 
 
+# Legal-move masks straight from the bitboards. python-chess builds a Move object per legal move and
+# tests each one (1-2 us a move); the mask only needs, per piece, the set of squares it may go to.
+# So the generator below works on target bitboards, one per piece (or one per kind of pawn move for
+# all the pawns at once), and turns them into actions with one numpy unpack and a table lookup.
+# python-chess stays the reference: tests/test_encoding.py and tests/test_properties.py compare the
+# masks with ``board.legal_moves``.
+#
+# _ROWS[row, to]: the action of a move landing on ``to`` (mover's frame) for a row of targets, -1 where
+# there is none. Rows 0-63: the piece on that from-square (queen-line and knight moves). Rows 64-67: all
+# the mover's unpinned pawns at once, the from-square implied by the to-square: single pushes, double
+# pushes, captures towards the a-file, captures towards the h-file. Rows 68-76: underpromotions,
+# ``68 + 3 * piece + (file_delta + 1)`` as the action planes 64-72.
+_PAWN_PUSH, _PAWN_DOUBLE, _PAWN_LEFT, _PAWN_RIGHT, _UNDER = 64, 65, 66, 67, 68
+_ROWS = np.full((77, 64), -1, dtype=np.int64)
+_ROWS[:64] = _MOVE_ACTION
+
+
+def _build_pawn_rows() -> None:
+    for to in range(8, 64):
+        for row, delta, d_file in ((_PAWN_PUSH, 8, 0), (_PAWN_DOUBLE, 16, 0), (_PAWN_LEFT, 7, -1), (_PAWN_RIGHT, 9, 1)):
+            src = to - delta
+            if src >= 0 and chess.square_file(to) - chess.square_file(src) == d_file:
+                _ROWS[row, to] = _MOVE_ACTION[src, to]
+        if chess.square_rank(to) == 7:
+            for piece_index in range(3):
+                for d_file in (-1, 0, 1):
+                    if 0 <= chess.square_file(to) - d_file < 8:
+                        row = _UNDER + 3 * piece_index + d_file + 1
+                        _ROWS[row, to] = _UNDERPROMOTION_ACTION[to - 8 - d_file, to, piece_index]
+
+
+_build_pawn_rows()
+# The same tables as nested lists, for the scalar lookups of the rare moves (en passant, pinned pawns).
+_MOVE_ACTION_LIST = _MOVE_ACTION.tolist()
+_UNDERPROMOTION_LIST = _UNDERPROMOTION_ACTION.tolist()
+_BETWEEN = [[chess.between(a, b) for b in chess.SQUARES] for a in chess.SQUARES]
+_ORTHOGONAL = [chess.BB_RANK_ATTACKS[s][0] | chess.BB_FILE_ATTACKS[s][0] for s in chess.SQUARES]
+_DIAGONAL = [chess.BB_DIAG_ATTACKS[s][0] for s in chess.SQUARES]
+
+
 def legal_action_mask(board: chess.Board) -> np.ndarray:
-    """Return a ``bool`` array of shape ``(4672,)``, True exactly at the legal moves of ``board``."""
+    """Return a ``bool`` array of shape ``(4672,)``, True exactly at the legal moves of ``board``.
+
+    Built from the board's bitboards, without a :class:`chess.Move` per move, and equal to the
+    actions of ``board.legal_moves`` for every valid position (``board.is_valid()``); boards
+    python-chess's standard rules do not cover (Chess960, variants) are encoded through
+    ``board.legal_moves``.
+    """
+    return _legal_mask(board)[0]
+
+
+def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
+    """The legal-move mask of ``board`` and whether it has a legal move at all."""
+    turn = board.turn
+    us, them = board.occupied_co[turn], board.occupied_co[not turn]
+    king_bb = board.kings & us
+    if (
+        type(board) is not chess.Board
+        or board.chess960
+        or not king_bb
+        or king_bb & (king_bb - 1)
+        or board.pawns & (chess.BB_RANK_1 | chess.BB_RANK_8)
+    ):
+        # Outside the positions the generator is written for: python-chess decides.
+        mask = np.zeros(N_ACTIONS, dtype=bool)
+        actions = legal_actions(board)
+        mask[actions] = True
+        return mask, len(actions) > 0
+    occupied = board.occupied
+    king = king_bb.bit_length() - 1
+    flip = 0 if turn == chess.WHITE else 56
+    rooks_queens = board.rooks | board.queens
+    bishops_queens = board.bishops | board.queens
+    rows: list[int] = []  # _ROWS rows ...
+    targets: list[int] = []  # ... and the squares each may go to (board frame)
+    extra: list[int] = []  # actions of the rare moves handled one by one
+
+    # Pieces pinned to the king: a single piece of ours between it and an enemy slider.
+    pinned = 0
+    snipers = (_ORTHOGONAL[king] & rooks_queens | _DIAGONAL[king] & bishops_queens) & them
+    while snipers:
+        sniper = snipers.bit_length() - 1
+        snipers ^= 1 << sniper
+        between = _BETWEEN[king][sniper] & occupied
+        if between and not between & (between - 1):
+            pinned |= between
+    pinned &= us
+    checkers = board.attackers_mask(not turn, king)
+
+    # King steps onto squares no enemy piece attacks (board.attackers_mask, inlined), the king itself
+    # taken off the board so that a slider's ray through it counts.
+    steps = chess.BB_KING_ATTACKS[king] & ~us
+    without_king = occupied ^ king_bb
+    their_rooks_queens, their_bishops_queens = rooks_queens & them, bishops_queens & them
+    their_steppers = board.knights & them, board.kings & them, board.pawns & them
+    king_targets = 0
+    while steps:
+        square = steps.bit_length() - 1
+        steps ^= 1 << square
+        if not (
+            chess.BB_KNIGHT_ATTACKS[square] & their_steppers[0]
+            or chess.BB_KING_ATTACKS[square] & their_steppers[1]
+            or chess.BB_PAWN_ATTACKS[turn][square] & their_steppers[2]
+            or (
+                chess.BB_RANK_ATTACKS[square][chess.BB_RANK_MASKS[square] & without_king]
+                | chess.BB_FILE_ATTACKS[square][chess.BB_FILE_MASKS[square] & without_king]
+            )
+            & their_rooks_queens
+            or chess.BB_DIAG_ATTACKS[square][chess.BB_DIAG_MASKS[square] & without_king] & their_bishops_queens
+        ):
+            king_targets |= 1 << square
+    if checkers:
+        if checkers & (checkers - 1):  # double check: only the king moves
+            if king_targets:
+                rows.append(king ^ flip)
+                targets.append(king_targets)
+            return _mask_of(rows, targets, extra, turn)
+        # Single check: capture the checker or step in between.
+        allowed = _BETWEEN[king][checkers.bit_length() - 1] | checkers
+    else:
+        allowed = chess.BB_ALL
+        if board.castling_rights & (chess.BB_RANK_1 if turn == chess.WHITE else chess.BB_RANK_8):
+            for move in board.generate_castling_moves():
+                king_targets |= chess.BB_SQUARES[move.to_square]
+    if king_targets:
+        rows.append(king ^ flip)
+        targets.append(king_targets)
+
+    # Knights, bishops, rooks, queens: their attacks, on a pin's line only when pinned.
+    free = ~us & allowed
+    knights = board.knights
+    pieces = us & ~board.pawns & ~king_bb
+    while pieces:
+        square = pieces.bit_length() - 1
+        bb = 1 << square
+        pieces ^= bb
+        if bb & knights:
+            moves = chess.BB_KNIGHT_ATTACKS[square]
+        else:
+            moves = chess.BB_DIAG_ATTACKS[square][chess.BB_DIAG_MASKS[square] & occupied] if bb & bishops_queens else 0
+            if bb & rooks_queens:
+                moves |= (
+                    chess.BB_RANK_ATTACKS[square][chess.BB_RANK_MASKS[square] & occupied]
+                    | chess.BB_FILE_ATTACKS[square][chess.BB_FILE_MASKS[square] & occupied]
+                )
+        moves &= free
+        if bb & pinned:
+            moves &= chess.BB_RAYS[king][square]
+        if moves:
+            rows.append(square ^ flip)
+            targets.append(moves)
+
+    # Unpinned pawns, all at once per kind of move.
+    pawns = board.pawns & us
+    unpinned = pawns & ~pinned
+    empty = ~occupied & chess.BB_ALL
+    if turn == chess.WHITE:
+        single = unpinned << 8 & empty
+        double = (single & chess.BB_RANK_3) << 8 & empty
+        left = (unpinned & ~chess.BB_FILE_A) << 7 & them
+        right = (unpinned & ~chess.BB_FILE_H) << 9 & them
+        last_rank = chess.BB_RANK_8
+    else:
+        single = unpinned >> 8 & empty
+        double = (single & chess.BB_RANK_6) >> 8 & empty
+        left = (unpinned & ~chess.BB_FILE_A) >> 9 & them
+        right = (unpinned & ~chess.BB_FILE_H) >> 7 & them
+        last_rank = chess.BB_RANK_1
+    for row, moves, d_file in ((_PAWN_PUSH, single, 0), (_PAWN_DOUBLE, double, None), (_PAWN_LEFT, left, -1), (_PAWN_RIGHT, right, 1)):
+        moves &= allowed
+        if moves:
+            rows.append(row)
+            targets.append(moves)
+            promotions = moves & last_rank
+            if promotions and d_file is not None:
+                for piece_index in range(3):
+                    rows.append(_UNDER + 3 * piece_index + d_file + 1)
+                    targets.append(promotions)
+
+    # Pinned pawns, one by one (rare): their pushes and captures along the pin's line.
+    pinned_pawns = pawns & pinned
+    while pinned_pawns:
+        square = pinned_pawns.bit_length() - 1
+        pinned_pawns ^= 1 << square
+        step = 8 if turn == chess.WHITE else -8
+        moves = chess.BB_PAWN_ATTACKS[turn][square] & them
+        if not chess.BB_SQUARES[square + step] & occupied:
+            moves |= chess.BB_SQUARES[square + step]
+            if square >> 3 == (1 if turn == chess.WHITE else 6) and not chess.BB_SQUARES[square + 2 * step] & occupied:
+                moves |= chess.BB_SQUARES[square + 2 * step]
+        moves &= allowed & chess.BB_RAYS[king][square]
+        while moves:
+            to = moves.bit_length() - 1
+            moves ^= 1 << to
+            extra.append(_MOVE_ACTION_LIST[square ^ flip][to ^ flip])
+            if chess.BB_SQUARES[to] & last_rank:
+                extra.extend(_UNDERPROMOTION_LIST[square ^ flip][to ^ flip])
+
+    # En passant: python-chess's own check (the captured pawn may uncover the king along the rank).
+    if board.ep_square is not None:
+        for move in board.generate_legal_ep():
+            extra.append(_MOVE_ACTION_LIST[move.from_square ^ flip][move.to_square ^ flip])
+    return _mask_of(rows, targets, extra, turn)
+
+
+def _mask_of(rows: list[int], targets: list[int], extra: list[int], turn: chess.Color) -> tuple[np.ndarray, bool]:
+    """The mask of ``_ROWS`` rows with their target bitboards (board frame), plus single actions."""
     mask = np.zeros(N_ACTIONS, dtype=bool)
-    mask[legal_actions(board)] = True
-    return mask
+    if rows:
+        bitboards = np.array(targets, dtype=np.uint64)
+        if turn == chess.BLACK:
+            bitboards = bitboards.byteswap()  # a bitboard's bytes are its ranks: mirrored into the mover's frame
+        bits = np.unpackbits(bitboards.view(np.uint8), bitorder="little").view(bool).reshape(len(rows), 64)
+        mask[_ROWS[rows][bits]] = True
+    if extra:
+        mask[extra] = True
+    return mask, bool(rows or extra)
 
 
 # Observation planes.
@@ -143,6 +365,7 @@ PIECE_PLANES = 12
 """Own pawn, knight, bishop, rook, queen, king, then the opponent's, in the mover's frame."""
 N_BASE_PLANES = 21
 _PIECE_ORDER = (chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK, chess.QUEEN, chess.KING)
+_BLACK_FIRST = np.r_[6:12, 0:6]  # board-frame piece planes (White's first) as Black sees them
 
 
 def observation_channels(history: int = 0) -> int:
@@ -159,6 +382,18 @@ def _unpack(bitboards: list[int]) -> np.ndarray:
     """Bitboards -> float32 planes ``(len, 8, 8)`` indexed ``[rank, file]`` (rank 0 first)."""
     raw = np.array(bitboards, dtype=np.uint64).view(np.uint8)
     return np.unpackbits(raw, bitorder="little").reshape(len(bitboards), 8, 8).astype(np.float32)
+
+
+def _piece_bits(board: chess.Board) -> np.ndarray:
+    """uint8 ``(12, 64)``: White's then Black's P N B R Q K, by square (a1 = 0), from one unpack."""
+    black, white = board.occupied_co
+    p, n, b, r, q, k = board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings
+    bitboards = np.array(
+        (p & white, n & white, b & white, r & white, q & white, k & white,
+         p & black, n & black, b & black, r & black, q & black, k & black),
+        dtype=np.uint64,
+    )  # fmt: skip
+    return np.unpackbits(bitboards.view(np.uint8), bitorder="little").reshape(12, 64)
 
 
 def observation(board: chess.Board, history: int = 0) -> np.ndarray:
@@ -180,30 +415,151 @@ def observation(board: chess.Board, history: int = 0) -> np.ndarray:
       mover's point of view) of the position k plies ago, taken from ``board.move_stack``; all
       zero before the game's start.
     """
-    mover = board.turn
-    bitboards = _piece_bitboards(board, mover)
-    if history:
-        past = board.copy(stack=history)
-        for _ in range(history):
-            if past.move_stack:
-                past.pop()
-                bitboards.extend(_piece_bitboards(past, mover))
+    return BoardEncoding(board).observation(history)
+
+
+# Castling: clean castling rights -> (X-FEN field, (White K, White Q, Black K, Black Q)). For a standard
+# board both are functions of the rights alone (rights sit on the corner rooks with the king on its
+# e-file square), so python-chess computes each of the 16 possible entries once.
+_CASTLING: dict[int, tuple[str, tuple[bool, bool, bool, bool]]] = {}
+_FEN_CHARS = np.frombuffer(b"1PNBRQKpnbrqk", dtype=np.uint8)
+_PIECE_CODES = np.arange(1, 13, dtype=np.uint8)
+_FEN_RUNS = [("1" * n, str(n)) for n in range(8, 1, -1)]
+# A rank's eight characters ("1" for an empty square) -> its FEN; a few thousand ranks cover most games.
+_FEN_RANKS: dict[str, str] = {}
+_FEN_RANKS_MAX = 1 << 16
+
+
+def _fen_rank(squares: str) -> str:
+    fen = squares
+    for run, count in _FEN_RUNS:
+        if run in fen:
+            fen = fen.replace(run, count)
+    if len(_FEN_RANKS) >= _FEN_RANKS_MAX:
+        _FEN_RANKS.clear()
+    _FEN_RANKS[squares] = fen
+    return fen
+
+
+def _castling(board: chess.Board) -> tuple[str, tuple[bool, bool, bool, bool]]:
+    rights = board.clean_castling_rights()
+    entry = _CASTLING.get(rights)
+    if entry is None:
+        entry = _CASTLING[rights] = (
+            board.castling_xfen(),
+            tuple(
+                has(color)
+                for color in (chess.WHITE, chess.BLACK)
+                for has in (board.has_kingside_castling_rights, board.has_queenside_castling_rights)
+            ),
+        )
+    return entry
+
+
+class BoardEncoding:
+    """The encodings of one position, each built on first use and then shared.
+
+    :class:`~chess_env.ChessEnv` makes one for every position it reaches, so that the transposition
+    key (the mask's and the engine pool's cache key), the legal-move mask, the observation and the
+    EPD (the pool's position string and the head of ``info["fen"]``) are each computed once per ply,
+    by whichever consumer asks first, and nothing is computed that none asks for. The piece planes
+    are unpacked from the bitboards once for both the observation and the EPD.
+
+    It reads ``board`` when asked: it describes the board only as long as the board is not changed.
+    Everything it returns equals python-chess's own (``board._transposition_key()``,
+    ``board.legal_moves``, ``board.epd()``, ``board.fen()``); the mask it returns is shared, so copy
+    it before changing it. Chess960 and variant boards fall back to python-chess.
+    """
+
+    __slots__ = ("board", "_key", "_mask", "_has_moves", "_pieces", "_epd")
+
+    def __init__(self, board: chess.Board) -> None:
+        self.board = board
+        self._key: tuple | None = None
+        self._mask: np.ndarray | None = None
+        self._has_moves = False
+        self._pieces: np.ndarray | None = None
+        self._epd: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        """``board._transposition_key()``: pieces, side to move, castling rights, legal en-passant square."""
+        if self._key is None:
+            self._key = self.board._transposition_key()
+        return self._key
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The legal-move mask, as :func:`legal_action_mask` (shared: do not modify it)."""
+        if self._mask is None:
+            self._mask, self._has_moves = _legal_mask(self.board)
+        return self._mask
+
+    @property
+    def has_legal_moves(self) -> bool:
+        """Whether the position has a legal move (found with the mask)."""
+        if self._mask is None:
+            self._mask, self._has_moves = _legal_mask(self.board)
+        return self._has_moves
+
+    @property
+    def pieces(self) -> np.ndarray:
+        """uint8 ``(12, 64)``: White's then Black's P N B R Q K, by square (a1 = 0)."""
+        if self._pieces is None:
+            self._pieces = _piece_bits(self.board)
+        return self._pieces
+
+    @property
+    def epd(self) -> str:
+        """``board.epd()``: the piece placement, side to move, castling rights and legal en-passant square."""
+        if self._epd is None:
+            board = self.board
+            if type(board) is not chess.Board or board.chess960:
+                self._epd = board.epd()
             else:
-                bitboards.extend([0] * PIECE_PLANES)
-    pieces = _unpack(bitboards)
-    planes = np.zeros((observation_channels(history), 8, 8), dtype=np.float32)
-    planes[:PIECE_PLANES] = pieces[:PIECE_PLANES]
-    planes[N_BASE_PLANES:] = pieces[PIECE_PLANES:].reshape(-1, 8, 8)
-    if board.halfmove_clock >= 4 and board.is_repetition(2):  # see rules.game_outcome
-        planes[12] = 1.0
-        if board.is_repetition(3):
-            planes[13] = 1.0
-    planes[14] = float(mover == chess.WHITE)
-    for plane, color in ((15, mover), (17, not mover)):
-        planes[plane] = float(board.has_kingside_castling_rights(color))
-        planes[plane + 1] = float(board.has_queenside_castling_rights(color))
-    if board.ep_square is not None and board.has_legal_en_passant():
-        ep = _frame(board, board.ep_square)
-        planes[19, chess.square_rank(ep), chess.square_file(ep)] = 1.0
-    planes[20] = min(board.halfmove_clock / 100.0, 1.0)
-    return planes
+                codes = _PIECE_CODES @ self.pieces  # 0 on an empty square, else 1 + the piece's row
+                squares = _FEN_CHARS[codes].reshape(8, 8)[::-1].tobytes().decode()  # rank 8 first
+                ranks = _FEN_RANKS
+                placement = "/".join(
+                    [ranks.get(rank) or _fen_rank(rank) for rank in (squares[i : i + 8] for i in range(0, 64, 8))]
+                )
+                ep = board.ep_square
+                ep = chess.SQUARE_NAMES[ep] if ep is not None and board.has_legal_en_passant() else "-"
+                self._epd = f"{placement} {'w' if board.turn else 'b'} {_castling(board)[0]} {ep}"
+        return self._epd
+
+    def fen(self) -> str:
+        """``board.fen()``: the EPD and the move counters."""
+        return f"{self.epd} {self.board.halfmove_clock} {self.board.fullmove_number}"
+
+    def observation(self, history: int = 0) -> np.ndarray:
+        """The observation planes of :func:`observation`."""
+        board = self.board
+        mover = board.turn
+        planes = np.zeros((observation_channels(history), 8, 8), dtype=np.float32)
+        pieces = self.pieces.reshape(12, 8, 8)
+        if mover == chess.WHITE:
+            planes[:PIECE_PLANES] = pieces
+        else:
+            planes[:PIECE_PLANES] = pieces[_BLACK_FIRST, ::-1]
+        if history:
+            bitboards: list[int] = []
+            past = board.copy(stack=history)
+            for _ in range(history):
+                if past.move_stack:
+                    past.pop()
+                    bitboards.extend(_piece_bitboards(past, mover))
+                else:
+                    bitboards.extend([0] * PIECE_PLANES)
+            planes[N_BASE_PLANES:] = _unpack(bitboards)
+        repeated = is_repetition(board, 2)
+        rights = _castling(board)[1]
+        own, other = (rights[:2], rights[2:]) if mover == chess.WHITE else (rights[2:], rights[:2])
+        planes[12:19] = np.array(
+            (repeated, repeated and is_repetition(board, 3), mover == chess.WHITE, *own, *other), dtype=np.float32
+        )[:, None, None]
+        if board.ep_square is not None and board.has_legal_en_passant():
+            ep = _frame(board, board.ep_square)
+            planes[19, chess.square_rank(ep), chess.square_file(ep)] = 1.0
+        planes[20] = min(board.halfmove_clock / 100.0, 1.0)
+        return planes
