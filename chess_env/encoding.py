@@ -20,6 +20,8 @@ reference every one of them is tested against.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import chess
 import numpy as np
 
@@ -173,6 +175,10 @@ def _build_pawn_rows() -> None:
 
 
 _build_pawn_rows()
+# Black's rows, indexed by the board-frame to-square (Black's targets are not mirrored, the table is):
+# row r + _BLACK_ROWS for Black is row r with its columns in board order.
+_BLACK_ROWS = len(_ROWS)
+_ROWS = np.concatenate([_ROWS, _ROWS[:, np.arange(64) ^ 56]])
 # The same tables as nested lists, for the scalar lookups of the rare moves (en passant, pinned pawns).
 _MOVE_ACTION_LIST = _MOVE_ACTION.tolist()
 _UNDERPROMOTION_LIST = _UNDERPROMOTION_ACTION.tolist()
@@ -189,11 +195,16 @@ def legal_action_mask(board: chess.Board) -> np.ndarray:
     python-chess's standard rules do not cover (Chess960, variants) are encoded through
     ``board.legal_moves``.
     """
-    return _legal_mask(board)[0]
+    return BoardEncoding(board).mask
 
 
-def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
-    """The legal-move mask of ``board`` and whether it has a legal move at all."""
+_Targets = tuple[list[int], list[int], list[int]]
+
+
+def _legal_targets(board: chess.Board) -> _Targets:
+    """The legal moves of ``board`` as ``(rows, targets, extra)``: rows of :data:`_ROWS` (Black's offset by
+    :data:`_BLACK_ROWS`), the board-frame squares each row's moves go to, and single actions; the
+    position has a legal move exactly when ``rows or extra``. :func:`_build_masks` turns them into masks."""
     turn = board.turn
     us, them = board.occupied_co[turn], board.occupied_co[not turn]
     king_bb = board.kings & us
@@ -205,13 +216,11 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
         or board.pawns & (chess.BB_RANK_1 | chess.BB_RANK_8)
     ):
         # Outside the positions the generator is written for: python-chess decides.
-        mask = np.zeros(N_ACTIONS, dtype=bool)
-        actions = legal_actions(board)
-        mask[actions] = True
-        return mask, len(actions) > 0
+        return [], [], legal_actions(board).tolist()
     occupied = board.occupied
     king = king_bb.bit_length() - 1
-    flip = 0 if turn == chess.WHITE else 56
+    # Rows of pieces are their mover-frame from-squares; Black's rows take board-frame targets.
+    flip, black = (0, 0) if turn == chess.WHITE else (56, _BLACK_ROWS)
     rooks_queens = board.rooks | board.queens
     bishops_queens = board.bishops | board.queens
     rows: list[int] = []  # _ROWS rows ...
@@ -255,9 +264,9 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
     if checkers:
         if checkers & (checkers - 1):  # double check: only the king moves
             if king_targets:
-                rows.append(king ^ flip)
+                rows.append((king ^ flip) + black)
                 targets.append(king_targets)
-            return _mask_of(rows, targets, extra, turn)
+            return rows, targets, extra
         # Single check: capture the checker or step in between.
         allowed = _BETWEEN[king][checkers.bit_length() - 1] | checkers
     else:
@@ -266,7 +275,7 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
             for move in board.generate_castling_moves():
                 king_targets |= chess.BB_SQUARES[move.to_square]
     if king_targets:
-        rows.append(king ^ flip)
+        rows.append((king ^ flip) + black)
         targets.append(king_targets)
 
     # Knights, bishops, rooks, queens: their attacks, on a pin's line only when pinned.
@@ -290,7 +299,7 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
         if bb & pinned:
             moves &= chess.BB_RAYS[king][square]
         if moves:
-            rows.append(square ^ flip)
+            rows.append((square ^ flip) + black)
             targets.append(moves)
 
     # Unpinned pawns, all at once per kind of move.
@@ -312,12 +321,12 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
     for row, moves, d_file in ((_PAWN_PUSH, single, 0), (_PAWN_DOUBLE, double, None), (_PAWN_LEFT, left, -1), (_PAWN_RIGHT, right, 1)):
         moves &= allowed
         if moves:
-            rows.append(row)
+            rows.append(row + black)
             targets.append(moves)
             promotions = moves & last_rank
             if promotions and d_file is not None:
                 for piece_index in range(3):
-                    rows.append(_UNDER + 3 * piece_index + d_file + 1)
+                    rows.append(_UNDER + 3 * piece_index + d_file + 1 + black)
                     targets.append(promotions)
 
     # Pinned pawns, one by one (rare): their pushes and captures along the pin's line.
@@ -343,21 +352,33 @@ def _legal_mask(board: chess.Board) -> tuple[np.ndarray, bool]:
     if board.ep_square is not None:
         for move in board.generate_legal_ep():
             extra.append(_MOVE_ACTION_LIST[move.from_square ^ flip][move.to_square ^ flip])
-    return _mask_of(rows, targets, extra, turn)
+    return rows, targets, extra
 
 
-def _mask_of(rows: list[int], targets: list[int], extra: list[int], turn: chess.Color) -> tuple[np.ndarray, bool]:
-    """The mask of ``_ROWS`` rows with their target bitboards (board frame), plus single actions."""
-    mask = np.zeros(N_ACTIONS, dtype=bool)
+def _build_masks(encodings: Sequence[BoardEncoding]) -> None:
+    """Set the masks of ``encodings`` from their targets, all in one numpy pass: the rows of every
+    position are unpacked together and scattered into one ``(len, 4672)`` array, a row per position."""
+    masks = np.zeros((len(encodings), N_ACTIONS), dtype=bool)
+    rows: list[int] = []
+    targets: list[int] = []
+    offsets: list[int] = []  # each row's position's start in the flattened masks
+    extra: list[int] = []
+    for j, encoding in enumerate(encodings):
+        some_rows, some_targets, some_extra = encoding.targets
+        if some_rows:
+            rows += some_rows
+            targets += some_targets
+            offsets += [j * N_ACTIONS] * len(some_rows)
+        if some_extra:
+            extra += [j * N_ACTIONS + action for action in some_extra]
+    flat = masks.reshape(-1)
     if rows:
-        bitboards = np.array(targets, dtype=np.uint64)
-        if turn == chess.BLACK:
-            bitboards = bitboards.byteswap()  # a bitboard's bytes are its ranks: mirrored into the mover's frame
-        bits = np.unpackbits(bitboards.view(np.uint8), bitorder="little").view(bool).reshape(len(rows), 64)
-        mask[_ROWS[rows][bits]] = True
+        bits = np.unpackbits(np.array(targets, dtype=np.uint64).view(np.uint8), bitorder="little")
+        flat[(_ROWS[rows] + np.array(offsets)[:, None])[bits.view(bool).reshape(len(rows), 64)]] = True
     if extra:
-        mask[extra] = True
-    return mask, bool(rows or extra)
+        flat[extra] = True
+    for encoding, mask in zip(encodings, masks):
+        encoding._mask = mask
 
 
 # Observation planes.
@@ -384,16 +405,40 @@ def _unpack(bitboards: list[int]) -> np.ndarray:
     return np.unpackbits(raw, bitorder="little").reshape(len(bitboards), 8, 8).astype(np.float32)
 
 
-def _piece_bits(board: chess.Board) -> np.ndarray:
-    """uint8 ``(12, 64)``: White's then Black's P N B R Q K, by square (a1 = 0), from one unpack."""
-    black, white = board.occupied_co
-    p, n, b, r, q, k = board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings
-    bitboards = np.array(
-        (p & white, n & white, b & white, r & white, q & white, k & white,
-         p & black, n & black, b & black, r & black, q & black, k & black),
-        dtype=np.uint64,
-    )  # fmt: skip
-    return np.unpackbits(bitboards.view(np.uint8), bitorder="little").reshape(12, 64)
+def _build_pieces(encodings: Sequence[BoardEncoding], squares: bool) -> None:
+    """Set the piece planes of ``encodings`` (and, with ``squares``, their FEN squares) from one unpack of
+    all their piece bitboards."""
+    bitboards: list[int] = []
+    for encoding in encodings:
+        board = encoding.board
+        black, white = board.occupied_co
+        p, n, b, r, q, k = board.pawns, board.knights, board.bishops, board.rooks, board.queens, board.kings
+        bitboards += (p & white, n & white, b & white, r & white, q & white, k & white,
+                      p & black, n & black, b & black, r & black, q & black, k & black)  # fmt: skip
+    raw = np.array(bitboards, dtype=np.uint64).view(np.uint8)
+    pieces = np.unpackbits(raw, bitorder="little").reshape(len(encodings), 12, 64)
+    for encoding, planes in zip(encodings, pieces):
+        encoding._pieces = planes
+    if squares:
+        # One character per square, rank 8 first: "1" where empty, else the piece's letter.
+        chars = _FEN_CHARS[_PIECE_CODES @ pieces].reshape(len(encodings), 8, 8)[:, ::-1].tobytes().decode()
+        for j, encoding in enumerate(encodings):
+            encoding._squares = chars[64 * j : 64 * j + 64]
+
+
+def encode_all(encodings: Sequence[BoardEncoding]) -> None:
+    """Build the legal-move mask, piece planes and FEN squares of each of ``encodings``, all at once.
+
+    The same arrays as each encoding builds on its own, with a handful of numpy calls for the whole
+    batch rather than for each position: a vector env calls it on its games' encodings once a step,
+    before reading their masks, observations and EPDs. Whatever an encoding has built already is kept.
+    """
+    need_masks = [encoding for encoding in encodings if encoding._mask is None]
+    if need_masks:
+        _build_masks(need_masks)
+    need_pieces = [encoding for encoding in encodings if encoding._pieces is None]
+    if need_pieces:
+        _build_pieces(need_pieces, squares=True)
 
 
 def observation(board: chess.Board, history: int = 0) -> np.ndarray:
@@ -471,14 +516,15 @@ class BoardEncoding:
     it before changing it. Chess960 and variant boards fall back to python-chess.
     """
 
-    __slots__ = ("board", "_key", "_mask", "_has_moves", "_pieces", "_epd")
+    __slots__ = ("board", "_key", "_targets", "_mask", "_pieces", "_squares", "_epd")
 
     def __init__(self, board: chess.Board) -> None:
         self.board = board
         self._key: tuple | None = None
+        self._targets: _Targets | None = None  # the legal moves, before they are made a mask
         self._mask: np.ndarray | None = None
-        self._has_moves = False
         self._pieces: np.ndarray | None = None
+        self._squares: str | None = None  # a character per square for the FEN, rank 8 first
         self._epd: str | None = None
 
     @property
@@ -489,24 +535,30 @@ class BoardEncoding:
         return self._key
 
     @property
-    def mask(self) -> np.ndarray:
-        """The legal-move mask, as :func:`legal_action_mask` (shared: do not modify it)."""
-        if self._mask is None:
-            self._mask, self._has_moves = _legal_mask(self.board)
-        return self._mask
+    def targets(self) -> _Targets:
+        """The legal moves as the generator finds them (see :func:`_legal_targets`); the mask is made of them."""
+        if self._targets is None:
+            self._targets = _legal_targets(self.board)
+        return self._targets
 
     @property
     def has_legal_moves(self) -> bool:
-        """Whether the position has a legal move (found with the mask)."""
+        """Whether the position has a legal move (from the generator's targets, before any mask is made)."""
+        rows, _, extra = self.targets
+        return bool(rows or extra)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The legal-move mask, as :func:`legal_action_mask` (shared: do not modify it)."""
         if self._mask is None:
-            self._mask, self._has_moves = _legal_mask(self.board)
-        return self._has_moves
+            _build_masks([self])
+        return self._mask
 
     @property
     def pieces(self) -> np.ndarray:
         """uint8 ``(12, 64)``: White's then Black's P N B R Q K, by square (a1 = 0)."""
         if self._pieces is None:
-            self._pieces = _piece_bits(self.board)
+            _build_pieces([self], squares=False)
         return self._pieces
 
     @property
@@ -517,8 +569,10 @@ class BoardEncoding:
             if type(board) is not chess.Board or board.chess960:
                 self._epd = board.epd()
             else:
-                codes = _PIECE_CODES @ self.pieces  # 0 on an empty square, else 1 + the piece's row
-                squares = _FEN_CHARS[codes].reshape(8, 8)[::-1].tobytes().decode()  # rank 8 first
+                squares = self._squares
+                if squares is None:
+                    # 0 on an empty square, else 1 + the piece's row of the planes; rank 8 first.
+                    squares = _FEN_CHARS[_PIECE_CODES @ self.pieces].reshape(8, 8)[::-1].tobytes().decode()
                 ranks = _FEN_RANKS
                 placement = "/".join(
                     [ranks.get(rank) or _fen_rank(rank) for rank in (squares[i : i + 8] for i in range(0, 64, 8))]

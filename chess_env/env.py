@@ -201,7 +201,7 @@ class ChessEnv(gym.Env):
                 message names the start's FEN and the reply in SAN and UCI), or
                 :data:`START_ATTEMPTS` drawn starts in a row that the reply ends.
         """
-        pending = self._submit(self._begin_reset(seed, options))
+        pending = self._submit(self._position() if self._begin_reset(seed, options) else None)
         obs, info = self._observe(reset=True)  # while the engine searches
         self._end_reset(_first(pending))
         return obs, info
@@ -212,8 +212,8 @@ class ChessEnv(gym.Env):
         options: dict[str, Any] | None,
         drawn: str | None = None,
         opening: Opening | None = None,
-    ) -> Position | None:
-        """Set up the start position; return the position to evaluate, or None when no engine call is needed.
+    ) -> bool:
+        """Set up the start position; return whether it needs an engine score (then see :meth:`_position`).
 
         ``drawn`` is a start the caller drew from ``start_positions`` in place of this env's own draw
         (the vector env's group starts). ``opening`` is another game's :class:`Opening` to replay: its
@@ -242,7 +242,7 @@ class ChessEnv(gym.Env):
         if self._opening.reply is not None:
             self._push(self._opening.reply)
         self._done = False
-        return self._position() if self.shaping else None
+        return self.shaping
 
     def _find_opening(self, options: dict[str, Any], drawn: str | None) -> Opening:
         """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it.
@@ -302,15 +302,16 @@ class ChessEnv(gym.Env):
     # Step -----------------------------------------------------------------------------------
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Play ``action`` for the side to move (and the opponent's reply, if any)."""
-        pending = self._submit(self._begin_step(action))
+        pending = self._submit(self._position() if self._begin_step(action) else None)
         obs, info = self._observe()  # while the engine searches
         reward, terminated, truncated = self._end_step(_first(pending), info)
         return obs, reward, terminated, truncated, info
 
     # A step (and a reset) is split in three so that ChessVectorEnv can run one engine batch for all
     # its games and build their observations while the engine searches: ``_begin_*`` plays the
-    # move(s) and returns the position to score, ``_observe`` builds everything that does not depend
-    # on the score, ``_end_*`` uses the score.
+    # move(s) and says whether the position needs a score, ``_observe`` builds everything that does
+    # not depend on the score, ``_end_*`` uses the score. In between, the vector env encodes all its
+    # games' positions at once (chess_env.encoding.encode_all) before it asks for their Positions.
     def _submit(self, position: Position | None) -> Future | None:
         """Start scoring ``position`` (None: nothing to score)."""
         return self.engine.submit([position], self.limit) if position is not None else None
@@ -321,8 +322,8 @@ class ChessEnv(gym.Env):
         encoding = self._encoding_of  # made by the reset or the push that reached the position
         return Position(encoding.key, encoding.epd, self.board.turn)
 
-    def _begin_step(self, action: int) -> Position | None:
-        """Play the move(s) of a step; return the position to evaluate, or None when no engine call is needed."""
+    def _begin_step(self, action: int) -> bool:
+        """Play the move(s) of a step; return whether the position reached needs an engine score."""
         if self._done:
             raise RuntimeError("step() called on a finished game; call reset() first")
         self._mover = self.board.turn
@@ -331,12 +332,12 @@ class ChessEnv(gym.Env):
         if move is None:
             self._illegal = True
             self._done = True
-            return None
+            return False
         self._push(move)
         if self.opponent is not None and self._outcome is None and self.ply < self.max_plies:
             self._push(self.opponent(self.board))
         self._done = self._outcome is not None or self.ply >= self.max_plies
-        return self._position() if self.shaping and self._outcome is None else None
+        return self.shaping and self._outcome is None
 
     def _end_step(self, score: chess.engine.PovScore | None, info: dict[str, Any]) -> tuple[float, bool, bool]:
         """Reward, terminated and truncated of the step begun by :meth:`_begin_step`; adds the values to ``info``."""

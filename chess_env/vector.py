@@ -12,7 +12,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from chess_env.encoding import N_ACTIONS
+from chess_env.encoding import N_ACTIONS, encode_all
 from chess_env.engine.pool import Position
 from chess_env.env import ChessEnv
 
@@ -245,20 +245,21 @@ class ChessVectorEnv(VectorEnv):
         order). The group's first game sets out from its drawn start and asks its opponent for the
         opening reply; the others replay that opening, so the whole group starts from one position.
         """
-        positions = []
+        scored = []
         for i, seed, opts in zip(indices, seeds, options):
             env = self.envs[i]
             if groups is None:
-                positions.append(env._begin_reset(seed, opts))
+                scored.append(env._begin_reset(seed, opts))
             elif i % groups[0] == 0:
-                positions.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
+                scored.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
             else:
-                positions.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
-        pending = self._submit([position for position in positions if position is not None])
+                scored.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
+        encode_all([self.envs[i]._encoding_of for i in indices])
+        pending = self._submit([self.envs[i]._position() for i, score in zip(indices, scored) if score])
         infos = [self._observe(i, reset=True)[1] for i in indices]  # while the engines search
         scores = iter(_scores(pending))
-        for i, position in zip(indices, positions):
-            self.envs[i]._end_reset(next(scores) if position is not None else None)
+        for i, score in zip(indices, scored):
+            self.envs[i]._end_reset(next(scores) if score else None)
             self._terminated[i] = self._truncated[i] = self._needs_reset[i] = False
         return infos
 
@@ -343,29 +344,29 @@ class ChessVectorEnv(VectorEnv):
         plies_before = [env.ply for env in self.envs]
         kind = [""] * self.num_envs  # "step", "reset" (autoreset) or "pad" (a finished game, DISABLED)
         final: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}  # SAME_STEP: the finished games' last step
-        positions: list[Position] = []
-        owners: list[int] = []
+        owners: list[int] = []  # the games whose positions need a score
         for i, env in enumerate(self.envs):
             if self._needs_reset[i]:
                 if mode == AutoresetMode.DISABLED:
                     kind[i] = "pad"
                     continue
                 kind[i] = "reset"
-                position = env._begin_reset(None, None)
+                score = env._begin_reset(None, None)
             else:
                 kind[i] = "step"
-                position = env._begin_step(actions[i])
-                if position is None and mode == AutoresetMode.SAME_STEP and env._done:
+                score = env._begin_step(actions[i])
+                if not score and mode == AutoresetMode.SAME_STEP and env._done:
                     # Ended without needing a score (mate, draw, illegal move, or truncation without
                     # shaping): finish it now so that its new start joins this step's pool batch.
                     final[i] = env._observe()
                     self._finish_step(i, None, final[i][1], rewards, terminated, truncated, plies_before[i])
                     kind[i] = "reset"
-                    position = env._begin_reset(None, None)
-            if position is not None:
-                positions.append(position)
+                    score = env._begin_reset(None, None)
+            if score:
                 owners.append(i)
-        pending = self._submit(positions)
+        # Every new position's mask, pieces and FEN in one numpy pass, then the pool's positions from them.
+        encode_all([env._encoding_of for i, env in enumerate(self.envs) if kind[i] != "pad"])
+        pending = self._submit([self.envs[i]._position() for i in owners])
         # Everything that does not depend on a score, while the engines search.
         views = {i: self._observe(i, kind[i] == "reset") for i in range(self.num_envs) if kind[i] != "pad"}
         scores = dict(zip(owners, _scores(pending)))

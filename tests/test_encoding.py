@@ -8,6 +8,7 @@ from chess_env.encoding import (
     N_ACTIONS,
     BoardEncoding,
     decode_action,
+    encode_all,
     encode_move,
     legal_action_mask,
     legal_actions,
@@ -211,3 +212,16 @@ def test_observation_planes_agree_with_python_chess_for_both_sides():
         expected = [float(right) for right in rights]
         assert [obs[p].min() for p in range(15, 19)] == expected == [obs[p].max() for p in range(15, 19)]
         assert obs[19].sum() == board.has_legal_en_passant()
+
+
+def test_encode_all_builds_what_each_encoding_builds_alone():
+    boards = [board.copy() for board in random_positions(40, seed=5)] + [chess.Board(fen) for fen in SPECIAL]
+    boards.append(chess.Board("rkrnnbbq/pppppppp/8/8/8/8/PPPPPPPP/RKRNNBBQ w KQkq - 0 1", chess960=True))  # falls back
+    batch = [BoardEncoding(board) for board in boards]
+    assert batch[3].mask.any() and batch[4].epd  # built before the batch: kept
+    encode_all(batch)
+    for board, encoding in zip(boards, batch):
+        alone = BoardEncoding(board)
+        assert np.array_equal(encoding.mask, alone.mask) and np.array_equal(encoding.pieces, alone.pieces)
+        assert encoding.epd == alone.epd == board.epd() and encoding.has_legal_moves == alone.has_legal_moves
+        assert np.array_equal(encoding.mask, legal_action_mask(board))
