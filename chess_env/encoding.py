@@ -178,11 +178,23 @@ _build_pawn_rows()
 # Black's rows, indexed by the board-frame to-square (Black's targets are not mirrored, the table is):
 # row r + _BLACK_ROWS for Black is row r with its columns in board order.
 _BLACK_ROWS = len(_ROWS)
-_ROWS = np.concatenate([_ROWS, _ROWS[:, np.arange(64) ^ 56]])
+_ROWS = np.concatenate([_ROWS, _ROWS[:, np.arange(64) ^ 56]]).astype(np.int32)  # int32: half the gather
 # The same tables as nested lists, for the scalar lookups of the rare moves (en passant, pinned pawns).
 _MOVE_ACTION_LIST = _MOVE_ACTION.tolist()
 _UNDERPROMOTION_LIST = _UNDERPROMOTION_ACTION.tolist()
 _BETWEEN = [[chess.between(a, b) for b in chess.SQUARES] for a in chess.SQUARES]
+# python-chess's attack tables under module names of their own: the generator reads them in its inner loops.
+_KNIGHT_ATTACKS = chess.BB_KNIGHT_ATTACKS
+_KING_ATTACKS = chess.BB_KING_ATTACKS
+_PAWN_ATTACKS = chess.BB_PAWN_ATTACKS
+_DIAG_ATTACKS = chess.BB_DIAG_ATTACKS
+_DIAG_MASKS = chess.BB_DIAG_MASKS
+_RANK_ATTACKS = chess.BB_RANK_ATTACKS
+_RANK_MASKS = chess.BB_RANK_MASKS
+_FILE_ATTACKS = chess.BB_FILE_ATTACKS
+_FILE_MASKS = chess.BB_FILE_MASKS
+_RAYS = chess.BB_RAYS
+_SQUARES = chess.BB_SQUARES
 _ORTHOGONAL = [chess.BB_RANK_ATTACKS[s][0] | chess.BB_FILE_ATTACKS[s][0] for s in chess.SQUARES]
 _DIAGONAL = [chess.BB_DIAG_ATTACKS[s][0] for s in chess.SQUARES]
 
@@ -241,7 +253,7 @@ def _legal_targets(board: chess.Board) -> _Targets:
 
     # King steps onto squares no enemy piece attacks (board.attackers_mask, inlined), the king itself
     # taken off the board so that a slider's ray through it counts.
-    steps = chess.BB_KING_ATTACKS[king] & ~us
+    steps = _KING_ATTACKS[king] & ~us
     without_king = occupied ^ king_bb
     their_rooks_queens, their_bishops_queens = rooks_queens & them, bishops_queens & them
     their_steppers = board.knights & them, board.kings & them, board.pawns & them
@@ -250,15 +262,15 @@ def _legal_targets(board: chess.Board) -> _Targets:
         square = steps.bit_length() - 1
         steps ^= 1 << square
         if not (
-            chess.BB_KNIGHT_ATTACKS[square] & their_steppers[0]
-            or chess.BB_KING_ATTACKS[square] & their_steppers[1]
-            or chess.BB_PAWN_ATTACKS[turn][square] & their_steppers[2]
+            _KNIGHT_ATTACKS[square] & their_steppers[0]
+            or _KING_ATTACKS[square] & their_steppers[1]
+            or _PAWN_ATTACKS[turn][square] & their_steppers[2]
             or (
-                chess.BB_RANK_ATTACKS[square][chess.BB_RANK_MASKS[square] & without_king]
-                | chess.BB_FILE_ATTACKS[square][chess.BB_FILE_MASKS[square] & without_king]
+                _RANK_ATTACKS[square][_RANK_MASKS[square] & without_king]
+                | _FILE_ATTACKS[square][_FILE_MASKS[square] & without_king]
             )
             & their_rooks_queens
-            or chess.BB_DIAG_ATTACKS[square][chess.BB_DIAG_MASKS[square] & without_king] & their_bishops_queens
+            or _DIAG_ATTACKS[square][_DIAG_MASKS[square] & without_king] & their_bishops_queens
         ):
             king_targets |= 1 << square
     if checkers:
@@ -273,7 +285,7 @@ def _legal_targets(board: chess.Board) -> _Targets:
         allowed = chess.BB_ALL
         if board.castling_rights & (chess.BB_RANK_1 if turn == chess.WHITE else chess.BB_RANK_8):
             for move in board.generate_castling_moves():
-                king_targets |= chess.BB_SQUARES[move.to_square]
+                king_targets |= _SQUARES[move.to_square]
     if king_targets:
         rows.append((king ^ flip) + black)
         targets.append(king_targets)
@@ -287,17 +299,17 @@ def _legal_targets(board: chess.Board) -> _Targets:
         bb = 1 << square
         pieces ^= bb
         if bb & knights:
-            moves = chess.BB_KNIGHT_ATTACKS[square]
+            moves = _KNIGHT_ATTACKS[square]
         else:
-            moves = chess.BB_DIAG_ATTACKS[square][chess.BB_DIAG_MASKS[square] & occupied] if bb & bishops_queens else 0
+            moves = _DIAG_ATTACKS[square][_DIAG_MASKS[square] & occupied] if bb & bishops_queens else 0
             if bb & rooks_queens:
                 moves |= (
-                    chess.BB_RANK_ATTACKS[square][chess.BB_RANK_MASKS[square] & occupied]
-                    | chess.BB_FILE_ATTACKS[square][chess.BB_FILE_MASKS[square] & occupied]
+                    _RANK_ATTACKS[square][_RANK_MASKS[square] & occupied]
+                    | _FILE_ATTACKS[square][_FILE_MASKS[square] & occupied]
                 )
         moves &= free
         if bb & pinned:
-            moves &= chess.BB_RAYS[king][square]
+            moves &= _RAYS[king][square]
         if moves:
             rows.append((square ^ flip) + black)
             targets.append(moves)
@@ -335,17 +347,17 @@ def _legal_targets(board: chess.Board) -> _Targets:
         square = pinned_pawns.bit_length() - 1
         pinned_pawns ^= 1 << square
         step = 8 if turn == chess.WHITE else -8
-        moves = chess.BB_PAWN_ATTACKS[turn][square] & them
-        if not chess.BB_SQUARES[square + step] & occupied:
-            moves |= chess.BB_SQUARES[square + step]
-            if square >> 3 == (1 if turn == chess.WHITE else 6) and not chess.BB_SQUARES[square + 2 * step] & occupied:
-                moves |= chess.BB_SQUARES[square + 2 * step]
-        moves &= allowed & chess.BB_RAYS[king][square]
+        moves = _PAWN_ATTACKS[turn][square] & them
+        if not _SQUARES[square + step] & occupied:
+            moves |= _SQUARES[square + step]
+            if square >> 3 == (1 if turn == chess.WHITE else 6) and not _SQUARES[square + 2 * step] & occupied:
+                moves |= _SQUARES[square + 2 * step]
+        moves &= allowed & _RAYS[king][square]
         while moves:
             to = moves.bit_length() - 1
             moves ^= 1 << to
             extra.append(_MOVE_ACTION_LIST[square ^ flip][to ^ flip])
-            if chess.BB_SQUARES[to] & last_rank:
+            if _SQUARES[to] & last_rank:
                 extra.extend(_UNDERPROMOTION_LIST[square ^ flip][to ^ flip])
 
     # En passant: python-chess's own check (the captured pawn may uncover the king along the rank).
@@ -374,7 +386,7 @@ def _build_masks(encodings: Sequence[BoardEncoding]) -> None:
     flat = masks.reshape(-1)
     if rows:
         bits = np.unpackbits(np.array(targets, dtype=np.uint64).view(np.uint8), bitorder="little")
-        flat[(_ROWS[rows] + np.array(offsets)[:, None])[bits.view(bool).reshape(len(rows), 64)]] = True
+        flat[(_ROWS[rows] + np.array(offsets, dtype=np.int32)[:, None])[bits.view(bool).reshape(len(rows), 64)]] = True
     if extra:
         flat[extra] = True
     for encoding, mask in zip(encodings, masks):
@@ -421,7 +433,8 @@ def _build_pieces(encodings: Sequence[BoardEncoding], squares: bool) -> None:
         encoding._pieces = planes
     if squares:
         # One character per square, rank 8 first: "1" where empty, else the piece's letter.
-        chars = _FEN_CHARS[_PIECE_CODES @ pieces].reshape(len(encodings), 8, 8)[:, ::-1].tobytes().decode()
+        codes = np.einsum("p,nps->ns", _PIECE_CODES, pieces)  # 0 on an empty square, else 1 + the piece's plane
+        chars = _FEN_CHARS[codes].reshape(len(encodings), 8, 8)[:, ::-1].tobytes().decode()
         for j, encoding in enumerate(encodings):
             encoding._squares = chars[64 * j : 64 * j + 64]
 
