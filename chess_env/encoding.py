@@ -601,14 +601,40 @@ class BoardEncoding:
 
     def observation(self, history: int = 0) -> np.ndarray:
         """The observation planes of :func:`observation`."""
-        board = self.board
+        return observations([self], history)[0]
+
+
+def observations(encodings: Sequence[BoardEncoding], history: int = 0) -> np.ndarray:
+    """float32 ``(len(encodings), 21 + 12 * history, 8, 8)``: each position's :func:`observation`, built together.
+
+    The piece planes are copied in and the constant planes broadcast for all the positions at once (a few
+    numpy calls for the batch, not per position); only the en-passant square and the history planes are
+    set position by position.
+    """
+    n = len(encodings)
+    planes = np.zeros((n, observation_channels(history), 8, 8), dtype=np.float32)
+    pieces = np.stack([encoding.pieces for encoding in encodings]).reshape(n, PIECE_PLANES, 8, 8)
+    white = [j for j, encoding in enumerate(encodings) if encoding.board.turn == chess.WHITE]
+    if len(white) == n:
+        planes[:, :PIECE_PLANES] = pieces
+    elif not white:
+        planes[:, :PIECE_PLANES] = pieces[:, _BLACK_FIRST, ::-1]  # Black's pieces first, ranks mirrored
+    else:
+        black = sorted(set(range(n)) - set(white))
+        planes[white, :PIECE_PLANES] = pieces[white]
+        planes[black, :PIECE_PLANES] = pieces[black][:, _BLACK_FIRST, ::-1]
+    constants = []  # planes 12-18 and 20 of each position, each plane a single value
+    for j, encoding in enumerate(encodings):
+        board = encoding.board
         mover = board.turn
-        planes = np.zeros((observation_channels(history), 8, 8), dtype=np.float32)
-        pieces = self.pieces.reshape(12, 8, 8)
-        if mover == chess.WHITE:
-            planes[:PIECE_PLANES] = pieces
-        else:
-            planes[:PIECE_PLANES] = pieces[_BLACK_FIRST, ::-1]
+        repeated = is_repetition(board, 2)
+        rights = _castling(board)[1]
+        own, other = (rights[:2], rights[2:]) if mover == chess.WHITE else (rights[2:], rights[:2])
+        clock = min(board.halfmove_clock / 100.0, 1.0)
+        constants.append((repeated, repeated and is_repetition(board, 3), mover == chess.WHITE, *own, *other, clock))
+        if board.ep_square is not None and board.has_legal_en_passant():
+            ep = _frame(board, board.ep_square)
+            planes[j, 19, chess.square_rank(ep), chess.square_file(ep)] = 1.0
         if history:
             bitboards: list[int] = []
             past = board.copy(stack=history)
@@ -618,15 +644,8 @@ class BoardEncoding:
                     bitboards.extend(_piece_bitboards(past, mover))
                 else:
                     bitboards.extend([0] * PIECE_PLANES)
-            planes[N_BASE_PLANES:] = _unpack(bitboards)
-        repeated = is_repetition(board, 2)
-        rights = _castling(board)[1]
-        own, other = (rights[:2], rights[2:]) if mover == chess.WHITE else (rights[2:], rights[:2])
-        planes[12:19] = np.array(
-            (repeated, repeated and is_repetition(board, 3), mover == chess.WHITE, *own, *other), dtype=np.float32
-        )[:, None, None]
-        if board.ep_square is not None and board.has_legal_en_passant():
-            ep = _frame(board, board.ep_square)
-            planes[19, chess.square_rank(ep), chess.square_file(ep)] = 1.0
-        planes[20] = min(board.halfmove_clock / 100.0, 1.0)
-        return planes
+            planes[j, N_BASE_PLANES:] = _unpack(bitboards)
+    values = np.array(constants, dtype=np.float32)[:, :, None, None]
+    planes[:, 12:19] = values[:, :7]
+    planes[:, 20:21] = values[:, 7:]
+    return planes

@@ -397,16 +397,14 @@ class ChessEnv(gym.Env):
 
         ``reset``: the info is a reset's, which also says how many starts were discarded before this one.
         """
-        info = self._info()
-        if reset:
-            info["resampled_starts"] = self._opening.resampled
-        return self._observation(), info
+        return self._observation(), self._info(reset)
 
     def _observation(self) -> np.ndarray:
         return self._encoding_of.observation(self.history)
 
-    def _info(self) -> dict[str, Any]:
-        return {
+    def _info(self, reset: bool = False) -> dict[str, Any]:
+        """The info of the current position (a reset's, with the starts it discarded, if ``reset``)."""
+        info = {
             "outcome": self._outcome,
             "termination": _termination(self._outcome) if self._outcome else None,
             "illegal_action": False,
@@ -414,6 +412,9 @@ class ChessEnv(gym.Env):
             "ply": self.ply,
             "action_mask": self.action_masks(),
         }
+        if reset:
+            info["resampled_starts"] = self._opening.resampled
+        return info
 
     def pgn(self) -> str:
         """The game so far as PGN text (with a ``SetUp``/``FEN`` header for a custom start)."""

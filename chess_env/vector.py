@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -12,7 +12,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from chess_env.encoding import N_ACTIONS, encode_all
+from chess_env.encoding import N_ACTIONS, encode_all, observations
 from chess_env.engine.pool import Position
 from chess_env.env import ChessEnv
 
@@ -256,7 +256,8 @@ class ChessVectorEnv(VectorEnv):
                 scored.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
         encode_all([self.envs[i]._encoding_of for i in indices])
         pending = self._submit([self.envs[i]._position() for i, score in zip(indices, scored) if score])
-        infos = [self._observe(i, reset=True)[1] for i in indices]  # while the engines search
+        observed = self._observe(indices, resets=indices)  # while the engines search
+        infos = [observed[i] for i in indices]
         scores = iter(_scores(pending))
         for i, score in zip(indices, scored):
             self.envs[i]._end_reset(next(scores) if score else None)
@@ -368,7 +369,7 @@ class ChessVectorEnv(VectorEnv):
         encode_all([env._encoding_of for i, env in enumerate(self.envs) if kind[i] != "pad"])
         pending = self._submit([self.envs[i]._position() for i in owners])
         # Everything that does not depend on a score, while the engines search.
-        views = {i: self._observe(i, kind[i] == "reset") for i in range(self.num_envs) if kind[i] != "pad"}
+        views = self._observe([i for i in range(self.num_envs) if kind[i] != "pad"], [i for i in range(self.num_envs) if kind[i] == "reset"])
         scores = dict(zip(owners, _scores(pending)))
 
         entries: list[tuple[int, dict[str, Any]]] = []  # (game, info), stacked at the end
@@ -382,12 +383,12 @@ class ChessVectorEnv(VectorEnv):
                 env._end_reset(scores.get(i))
                 self._needs_reset[i] = False
             else:
-                self._finish_step(i, scores.get(i), views[i][1], rewards, terminated, truncated, plies_before[i])
+                self._finish_step(i, scores.get(i), views[i], rewards, terminated, truncated, plies_before[i])
                 if mode == AutoresetMode.SAME_STEP and self._needs_reset[i]:
-                    final[i] = views[i]
+                    final[i] = (self._obs[i].copy(), views[i])  # the row is the new game's after the restart
                     restarts.append(i)
                     continue  # the info returned is its new game's, added below
-            entries.append((i, views[i][1]))
+            entries.append((i, views[i]))
         if restarts:
             # Games truncated on a position the engine had to score: their new starts can only be set up
             # after that score was used, so they take a second pool batch (a cache hit when starts repeat).
@@ -419,12 +420,19 @@ class ChessVectorEnv(VectorEnv):
         self._terminated[i], self._truncated[i] = terminated[i], truncated[i]
         self._needs_reset[i] = terminated[i] or truncated[i]
 
-    def _observe(self, i: int, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-        """Game ``i``'s observation and info (a reset's if ``reset``), copied into the stacked arrays."""
-        obs, info = self.envs[i]._observe(reset)
-        self._obs[i] = obs
-        self._masks[i] = info["action_mask"]
-        return obs, info
+    def _observe(self, indices: list[int], resets: Collection[int] = ()) -> dict[int, dict[str, Any]]:
+        """The infos of games ``indices`` (a reset's for those in ``resets``); their observations, built all at
+        once (:func:`~chess_env.encoding.observations`), and their masks go into the stacked arrays."""
+        if not indices:
+            return {}
+        envs = [self.envs[i] for i in indices]
+        self._obs[indices] = observations([env._encoding_of for env in envs], envs[0].history)
+        resets = set(resets)
+        infos = {}
+        for i, env in zip(indices, envs):
+            infos[i] = env._info(reset=i in resets)
+            self._masks[i] = infos[i]["action_mask"]
+        return infos
 
     def _stack_infos(self, entries: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         """Gymnasium's vector infos of ``(game, info)`` pairs, as ``VectorEnv._add_info`` builds them.

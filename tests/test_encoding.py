@@ -14,6 +14,7 @@ from chess_env.encoding import (
     legal_actions,
     observation,
     observation_channels,
+    observations,
 )
 
 PERFT = {
@@ -225,3 +226,15 @@ def test_encode_all_builds_what_each_encoding_builds_alone():
         assert np.array_equal(encoding.mask, alone.mask) and np.array_equal(encoding.pieces, alone.pieces)
         assert encoding.epd == alone.epd == board.epd() and encoding.has_legal_moves == alone.has_legal_moves
         assert np.array_equal(encoding.mask, legal_action_mask(board))
+
+
+@pytest.mark.parametrize("history", [0, 2])
+def test_observations_of_a_batch_are_each_positions_own(history):
+    """Both colours to move in one batch, move stacks (repetitions, history planes), en passant."""
+    boards = [board.copy() for board in random_positions(30, seed=6)][5:]
+    boards += [chess.Board(fen) for fen in SPECIAL[:6]]
+    for batch in (boards, [b for b in boards if b.turn], [b for b in boards if not b.turn]):
+        stacked = observations([BoardEncoding(board) for board in batch], history)
+        assert stacked.shape == (len(batch), observation_channels(history), 8, 8) and stacked.dtype == np.float32
+        for board, obs in zip(batch, stacked):
+            assert np.array_equal(obs, observation(board, history)), board.fen()
