@@ -346,6 +346,7 @@ class ChessVectorEnv(VectorEnv):
         kind = [""] * self.num_envs  # "step", "reset" (autoreset) or "pad" (a finished game, DISABLED)
         final: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}  # SAME_STEP: the finished games' last step
         owners: list[int] = []  # the games whose positions need a score
+        moves = actions.tolist()  # Python ints: cheaper to index and compare than numpy scalars
         for i, env in enumerate(self.envs):
             if self._needs_reset[i]:
                 if mode == AutoresetMode.DISABLED:
@@ -355,7 +356,7 @@ class ChessVectorEnv(VectorEnv):
                 score = env._begin_reset(None, None)
             else:
                 kind[i] = "step"
-                score = env._begin_step(actions[i])
+                score = env._begin_step(moves[i])
                 if not score and mode == AutoresetMode.SAME_STEP and env._done:
                     # Ended without needing a score (mate, draw, illegal move, or truncation without
                     # shaping): finish it now so that its new start joins this step's pool batch.
@@ -366,10 +367,11 @@ class ChessVectorEnv(VectorEnv):
             if score:
                 owners.append(i)
         # Every new position's mask, pieces and FEN in one numpy pass, then the pool's positions from them.
-        encode_all([env._encoding_of for i, env in enumerate(self.envs) if kind[i] != "pad"])
+        active = [i for i in range(self.num_envs) if kind[i] != "pad"]
+        encode_all([self.envs[i]._encoding_of for i in active])
         pending = self._submit([self.envs[i]._position() for i in owners])
         # Everything that does not depend on a score, while the engines search.
-        views = self._observe([i for i in range(self.num_envs) if kind[i] != "pad"], [i for i in range(self.num_envs) if kind[i] == "reset"])
+        views = self._observe(active, [i for i in active if kind[i] == "reset"])
         scores = dict(zip(owners, _scores(pending)))
 
         entries: list[tuple[int, dict[str, Any]]] = []  # (game, info), stacked at the end
