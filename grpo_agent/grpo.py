@@ -82,13 +82,20 @@ class GRPO(BaseAlgorithm):
     :param env: a ``ChessVectorEnv``, a ``chess_env.sb3.ChessVecEnv``, or an env id (then ``n_envs`` games
         are created with ``env_kwargs``)
     :param learning_rate: Adam learning rate, a float or a schedule of the progress remaining (1 -> 0)
-    :param group_size: trajectories per start position (G); must divide the number of envs
-    :param horizon: plies per trajectory (T); a rollout is ``num_envs * horizon`` timesteps
+    :param group_mode: ``"games"`` (trajectory groups: ``group_size`` games from each start position) or
+        ``"moves"`` (move groups: ``group_size`` candidate moves of each current position, valued by the engine;
+        :mod:`grpo_agent.rollout.moves`)
+    :param group_size: games per start position (G; must divide the number of envs), or candidates per position;
+        ``"all"``: every legal move (move groups only)
+    :param horizon: plies per game (T), or steps (move groups); a rollout is ``num_envs * horizon`` timesteps
     :param n_epochs: passes over the rollout per update
-    :param batch_size: plies per minibatch
+    :param batch_size: plies (games) or positions (moves) per minibatch
     :param temperature: rollout sampling temperature; the stored and recomputed log-probabilities, the
         reference log-probabilities and the entropy all use it (``predict`` uses 1). A collapse guard boosting
         the temperature multiplies it for whole rollouts (the update uses the temperature its rollout used)
+    :param sample_without_replacement: move groups: distinct candidates (Gumbel top-k) instead of independent draws
+    :param all_moves_weighting: move groups of every legal move: ``"policy"`` (each move by its old probability:
+        the exact expected policy gradient) or ``"uniform"`` (every move's log-probability moves by its advantage)
     :param train_plies: ``"mover"`` trains only the plies of the side to move at the start (self-play gives
         the opponent's plies too, which are used for the reward-to-go but not trained), ``"both"`` trains all
     :param advantage: ``"step"``, ``"return"`` or ``"outcome"`` (see :mod:`grpo_agent.advantages`)
@@ -167,6 +174,7 @@ class GRPO(BaseAlgorithm):
         batch_size: int = 256,
         temperature: float = 1.0,
         sample_without_replacement: bool = False,
+        all_moves_weighting: str = "policy",
         train_plies: str = "mover",
         advantage: str = "step",
         advantage_scale: str = "rms",
@@ -256,6 +264,7 @@ class GRPO(BaseAlgorithm):
         self.group_mode = group_mode
         self.group_size = group_size if group_size == "all" else int(group_size)
         self.sample_without_replacement = bool(sample_without_replacement)
+        self.all_moves_weighting = all_moves_weighting
         self.horizon = int(horizon)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -345,7 +354,8 @@ class GRPO(BaseAlgorithm):
         noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
         if self.group_mode == "moves":
             self.collector = MoveGroupCollector(
-                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device
+                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device,
+                self.all_moves_weighting,
             )
         else:
             self.collector = GameGroupCollector(
