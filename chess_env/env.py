@@ -498,6 +498,7 @@ class ChessEnv(gym.Env):
         self._outcome = game_outcome(self.board, self.draw_rule)
         self._done = bool(state["done"])
         self._resets = int(state["resets"])
+        self._encoding_of = BoardEncoding(self.board)
         self.resampled_starts = int(state["resampled_starts"])
         self._np_random = _generator_from_state(state["np_random"])
         self._np_random_seed = state["np_random_seed"]

@@ -511,8 +511,8 @@ class ChessVectorEnv(VectorEnv):
         self._pool_calls, self._steps, self._plies = (int(n) for n in state["counters"])
         # A game's stacked observation and mask are always those of its board (a padded game keeps its final
         # position, whose mask is all False), so they are rebuilt rather than stored.
-        for i in range(self.num_envs):
-            self._observe(i)
+        encode_all([env._encoding_of for env in self.envs])
+        self._observe(list(range(self.num_envs)))
         return self._obs.copy()
 
     # Views and plumbing ----------------------------------------------------------------------
