@@ -18,7 +18,14 @@ position, ``max_plies=200``, NEXT_STEP autoreset), picking the moves included in
 Plus the GRPO case: group resets (``groups x 8``, builtin start positions), 10-ply rollouts with
 autoreset DISABLED, for a random policy and for one that plays a fixed move of the position 90% of
 the time (a collapsing policy): engine calls per ply and cache hit rate.
-The load average (``os.getloadavg``) is recorded: the machine's other work slows every number.
+
+The two sides of every ratio are measured in alternation, ``--rounds`` times, each keeping its best
+round, and the vector rows record the process's CPU time per ply (``getrusage``) and the calling
+thread's. The load average (``os.getloadavg``) is recorded: the machine's other work slows every number.
+
+``--before REF`` instead compares this checkout's ``chess_env`` with git ``REF``'s on the same harness
+(depth 1 at N = 16 and 64, no engine at N = 16; fresh processes, alternating rounds): plies/s and
+CPU per ply before and after, in ``results/env_before_after.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +68,8 @@ class RecordingPool:
         self.pool, self.batches = pool, []
 
     def submit(self, boards, limit):
-        self.batches.append([board.copy(stack=False) for board in boards])
+        # The env submits Positions (immutable, already encoded): the baseline replays them as they are.
+        self.batches.append([b.copy(stack=False) if isinstance(b, chess.Board) else b for b in boards])
         return self.pool.submit(boards, limit)
 
     def __getattr__(self, name):
@@ -68,24 +77,50 @@ class RecordingPool:
 
 
 def run_vector(num_envs: int, plies: int, pool=None, seed: int = 0, **kwargs) -> dict:
-    """Random self-play on a vector env for at least ``plies`` plies; plies/s and engine stats."""
+    """Random self-play on a vector env for at least ``plies`` plies; plies/s, CPU per ply and engine stats.
+
+    ``cpu_us_per_ply`` is this process's CPU time (``getrusage``: the env, the move picking, and the
+    pool's threads reading the engines' answers); ``main_thread_us_per_ply`` the caller's thread alone.
+    """
     venv = ChessVectorEnv(num_envs, engine=pool, shaping=pool is not None, **kwargs)
     rng = np.random.default_rng(seed)
     venv.reset(seed=seed)
     venv.reset_engine_stats()
+    before, thread_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
     start = time.perf_counter()
     while venv.engine_stats()["plies"] < plies:
         venv.step(random_actions(rng, venv.action_masks()))
     elapsed = time.perf_counter() - start
+    thread, after = time.thread_time() - thread_before, resource.getrusage(resource.RUSAGE_SELF)
     stats = venv.engine_stats()
     venv.close()
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     return {
         "plies_per_s": stats["plies"] / elapsed,
         "plies": stats["plies"],
         "seconds": elapsed,
+        "cpu_us_per_ply": 1e6 * cpu / stats["plies"],
+        "main_thread_us_per_ply": 1e6 * thread / stats["plies"],
         "engine_calls_per_ply": stats["engine_calls_per_ply"],
         "cache_hit_rate": stats["cache_hit_rate"],
     }
+
+
+def run_pooled(num_envs: int, depth: int, cache: bool, plies: int) -> dict:
+    """:func:`run_vector` with shaping at ``depth`` on a fresh 2-process pool, its cache on or off."""
+    with StockfishPool(processes=2, cache_size=200_000 if cache else 0) as pool:
+        return run_vector(num_envs, plies, pool=pool, reward_depth=depth)
+
+
+def best_of(rounds: int, contenders: dict[tuple, Callable[[], dict]]) -> dict[tuple, dict]:
+    """Run every contender once a round, in turn, for ``rounds`` rounds; keep each one's fastest run."""
+    best: dict[tuple, dict] = {}
+    for _ in range(rounds):
+        for key, run in contenders.items():
+            row = run()
+            if key not in best or row["plies_per_s"] > best[key]["plies_per_s"]:
+                best[key] = row
+    return best
 
 
 def run_engine_only(batches: list[list[chess.Board]], depth: int) -> dict:
@@ -112,14 +147,13 @@ def run_naive(depth: int, plies: int, seed: int = 0) -> dict:
         while done < plies:
             if board.is_game_over(claim_draw=True) or board.ply() >= 200:
                 board = chess.Board()
-            mask = legal_action_mask(board)
+            legal_action_mask(board)  # built as an env would, then dropped
             engine.analyse(board, limit)
             moves = list(board.legal_moves)
             board.push(moves[rng.integers(len(moves))])
             if not board.is_game_over(claim_draw=True):
                 engine.analyse(board, limit)
             observation(board)
-            del mask
             done += 1
         elapsed = time.perf_counter() - start
     return {"plies_per_s": plies / elapsed, "plies": plies, "seconds": elapsed}
@@ -178,14 +212,108 @@ def run_grpo_case(pool: StockfishPool, repeat: float, plies: int, seed: int = 0,
     }
 
 
+# Before/after rows: (depth or None for no engine, num_envs).
+BEFORE_AFTER_ROWS = ((1, 16), (1, 64), (None, 16))
+
+
+def run_tree_row(depth: int | None, num_envs: int, plies: int) -> dict:
+    """One before/after measurement, in a fresh process: a 2-process pool (cache on) or no engine."""
+    if depth is None:
+        return run_vector(num_envs, plies)
+    with StockfishPool(processes=2) as pool:
+        return run_vector(num_envs, plies, pool=pool, reward_depth=depth)
+
+
+def compare_trees(ref: str, rounds: int, plies: int) -> dict:
+    """Plies/s and CPU per ply of this checkout's ``chess_env`` and of ``ref``'s (``git archive``), each
+    row in fresh processes, alternating the two trees round by round so that the machine's other work
+    weighs on both alike; best plies/s and least CPU per ply over the rounds."""
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    rows = []
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "archive", ref, "chess_env"], cwd=root, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
+        # The harness (this module) is the same for both; only the chess_env it imports differs (``-m`` puts
+        # the working directory first on the path).
+        trees = {"before": old, "after": str(root)}
+        for depth, n in BEFORE_AFTER_ROWS:
+            probe = "import chess_env, sys; print(chess_env.__file__)"
+            for name, tree in trees.items():
+                where = subprocess.run([sys.executable, "-c", probe], cwd=tree, env=dict(os.environ, PYTHONPATH=str(root)),
+                                       capture_output=True, text=True, check=True).stdout.strip()
+                assert where.startswith(tree), (name, where)
+            runs: dict[str, list[dict]] = {name: [] for name in trees}
+            for _ in range(rounds):
+                for name, tree in trees.items():
+                    command = [sys.executable, "-m", "benchmarks.env_throughput", "--tree-row", str(depth), str(n), str(plies)]
+                    env = dict(os.environ, PYTHONPATH=str(root))
+                    out = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, check=True)
+                    runs[name].append(json.loads(out.stdout))
+            row = {"depth": depth, "num_envs": n}
+            for name, measured in runs.items():
+                row[name] = {
+                    "plies_per_s": max(r["plies_per_s"] for r in measured),
+                    "cpu_us_per_ply": min(r["cpu_us_per_ply"] for r in measured),
+                    "main_thread_us_per_ply": min(r["main_thread_us_per_ply"] for r in measured),
+                }
+            row["speedup"] = row["after"]["plies_per_s"] / row["before"]["plies_per_s"]
+            rows.append(row)
+    return {"ref": ref, "rounds": rounds, "plies": plies, "rows": rows}
+
+
+def print_before_after(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Before ({report['ref']}) / after, random self-play, best of {report['rounds']} alternating rounds")
+    for column in ("depth", "N", "plies/s before", "after", "x", "CPU us/ply before", "after", "main thread before", "after"):
+        table.add_column(column, justify="right")
+    for r in report["rows"]:
+        b, a = r["before"], r["after"]
+        table.add_row(
+            str(r["depth"]) if r["depth"] else "no engine", str(r["num_envs"]),
+            f"{b['plies_per_s']:.0f}", f"{a['plies_per_s']:.0f}", f"{r['speedup']:.2f}",
+            f"{b['cpu_us_per_ply']:.0f}", f"{a['cpu_us_per_ply']:.0f}",
+            f"{b['main_thread_us_per_ply']:.0f}", f"{a['main_thread_us_per_ply']:.0f}",
+        )  # fmt: skip
+    Console(width=160).print(table)
+    print(f"load average before/after: {report['load_average']['before']} / {report['load_average']['after']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (a smoke test of the script)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "env_throughput.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/env_throughput.json (--before: env_before_after.json)")
     parser.add_argument("--plot", type=Path, default=RESULTS / "env_throughput.png")
+    parser.add_argument("--before", metavar="REF", help="compare this checkout's chess_env with git REF's instead")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; each measurement keeps its best")
+    parser.add_argument("--depths", type=int, nargs="+", help="shaping depths (default 1 4 8; --quick: 1)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="num_envs (default 1 16 64; --quick: 1 16)")
+    parser.add_argument("--no-grpo", action="store_true", help="skip the GRPO-rollout rows")
+    parser.add_argument("--tree-row", nargs=3, help=argparse.SUPPRESS)  # one --before measurement (internal)
     args = parser.parse_args(argv)
+    if args.tree_row:
+        depth, n, plies = args.tree_row
+        print(json.dumps(run_tree_row(None if depth == "None" else int(depth), int(n), int(plies))))
+        return 0
+    if args.before:
+        load_before = os.getloadavg()
+        report = compare_trees(args.before, args.rounds, 300 if args.quick else 3000)
+        report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        out = args.out or RESULTS / "env_before_after.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print_before_after(report)
+        print(f"wrote {out}")
+        return 0
+    args.out = args.out or RESULTS / "env_throughput.json"
 
     depths, sizes = ((1,), (1, 16)) if args.quick else ((1, 4, 8), (1, 16, 64))
+    depths, sizes = tuple(args.depths or depths), tuple(args.sizes or sizes)
     budget = {1: 3000, 4: 1500, 8: 600}  # plies per measurement
     scale = 0.05 if args.quick else 1.0
     plies_for: Callable[[int], int] = lambda depth: max(50, int(budget[depth] * scale))
@@ -200,20 +328,36 @@ def main(argv: list[str] | None = None) -> int:
             run_vector(n, plies_for(1), pool=recorder, reward_depth=1)
             recorded[n] = recorder.batches[1:]  # the first batch is the untimed reset
 
+    # Each ratio's two sides are measured in alternation, round after round, and each keeps its best round:
+    # the machine's other work then weighs on both alike instead of on whichever ran during a busy spell.
+    rounds = 1 if args.quick else args.rounds
+    results["rounds"] = rounds
+    naive: dict[int, dict] = {}
     for depth in depths:
+        contenders: dict[tuple, Callable[[], dict]] = {("naive",): lambda d=depth: run_naive(d, plies_for(d) // 3)}
         for n in sizes:
-            row = run_engine_only(recorded[n][: max(1, len(recorded[n]) * plies_for(depth) // plies_for(1))], depth)
-            results["engine_only"].append({"depth": depth, "num_envs": n, **row})
+            batches = recorded[n][: max(1, len(recorded[n]) * plies_for(depth) // plies_for(1))]
+            contenders[("engine_only", n)] = lambda b=batches, d=depth: run_engine_only(b, d)
             for cache in (True, False):
-                with StockfishPool(processes=2, cache_size=200_000 if cache else 0) as pool:
-                    row = run_vector(n, plies_for(depth), pool=pool, reward_depth=depth)
-                results["vector"].append({"depth": depth, "num_envs": n, "cache": cache, **row})
+                contenders[("vector", n, cache)] = lambda n=n, d=depth, c=cache: run_pooled(n, d, c, plies_for(d))
+        best = best_of(rounds, contenders)
+        naive[depth] = best[("naive",)]
+        for n in sizes:
+            results["engine_only"].append({"depth": depth, "num_envs": n, **best[("engine_only", n)]})
+            for cache in (True, False):
+                results["vector"].append({"depth": depth, "num_envs": n, "cache": cache, **best[("vector", n, cache)]})
+    contenders = {("pettingzoo",): lambda: run_pettingzoo(int(5000 * scale))}
     for n in sizes:
-        results["vector"].append({"depth": None, "num_envs": n, "cache": None, **run_vector(n, int(20_000 * scale))})
-    results["pettingzoo"] = run_pettingzoo(int(5000 * scale))
-    results["naive"] = {depth: run_naive(depth, plies_for(depth) // 3) for depth in depths}
-    with StockfishPool(processes=2) as pool:
-        results["grpo_case"] = [run_grpo_case(pool, repeat, int(4000 * scale)) for repeat in (0.0, 0.9)]
+        contenders[("vector", n)] = lambda n=n: run_vector(n, int(20_000 * scale))
+    best = best_of(rounds, contenders)
+    for n in sizes:
+        results["vector"].append({"depth": None, "num_envs": n, "cache": None, **best[("vector", n)]})
+    results["pettingzoo"] = best[("pettingzoo",)]
+    results["naive"] = naive
+    results["grpo_case"] = []
+    if not args.no_grpo:
+        with StockfishPool(processes=2) as pool:
+            results["grpo_case"] = [run_grpo_case(pool, repeat, int(4000 * scale)) for repeat in (0.0, 0.9)]
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     add_ratios(results)
 
@@ -241,7 +385,8 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title="ChessVectorEnv throughput (random self-play, 2 Stockfish processes)")
-    for column in ("depth", "N", "cache", "plies/s", "vs (a) PZ", "vs (b) naive", "vs (c) engine", "calls/ply", "hit rate"):
+    columns = ("depth", "N", "cache", "plies/s", "CPU us/ply", "vs (a) PZ", "vs (b) naive", "vs (c) engine", "calls/ply", "hit rate")
+    for column in columns:
         table.add_column(column, justify="right")
     fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
     for r in results["vector"]:
@@ -250,13 +395,14 @@ def print_table(results: dict) -> None:
             str(r["num_envs"]),
             {True: "on", False: "off", None: "-"}[r["cache"]],
             f"{r['plies_per_s']:.0f}",
+            f"{r['cpu_us_per_ply']:.0f}",
             fmt(r.get("vs_pettingzoo")),
             fmt(r.get("vs_naive")),
             fmt(r.get("vs_engine_only")),
             fmt(r["engine_calls_per_ply"]) if r["depth"] else "-",
             fmt(r["cache_hit_rate"]) if r["depth"] else "-",
         )
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     base = Table(title="Baselines (plies/s)")
     for column in ("baseline", "depth", "N", "plies/s"):

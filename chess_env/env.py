@@ -11,7 +11,8 @@ import chess.pgn
 import gymnasium as gym
 import numpy as np
 
-from chess_env.encoding import N_ACTIONS, decode_action, legal_action_mask, observation, observation_channels
+from chess_env.encoding import N_ACTIONS, BoardEncoding, decode_action, observation_channels
+from chess_env.engine.pool import Position
 from chess_env.opponents import OpponentSpec, RandomOpponent, make_opponent
 from chess_env.positions import PositionSet, load_positions
 from chess_env.rewards import REWARD_TRANSFORMS, score_value
@@ -21,6 +22,9 @@ AGENT_COLORS = ("white", "black", "alternate")
 ILLEGAL_ACTIONS = ("lose", "raise")
 START_ATTEMPTS = 100
 """Start positions a reset draws, at most, before refusing a set whose every start the opponent's reply ends."""
+GAME_STATE_KEYS = ("root", "chess960", "moves", "ply", "agent", "value_white", "done", "resets", "resampled_starts",
+                   "np_random", "np_random_seed")
+"""The keys of :meth:`ChessEnv.get_state`."""
 
 
 class Opening(NamedTuple):
@@ -159,8 +163,9 @@ class ChessEnv(gym.Env):
         self._resets = 0
         self.resampled_starts = 0
         self._opening: Opening | None = None  # how the current game started (see _begin_reset)
-        self._mask: np.ndarray | None = None  # the last legal-move mask, for the position ``_mask_key``
-        self._mask_key: tuple | None = None
+        # The encodings of the current position (mask, observation, EPD, key), built once per ply and
+        # shared by the step's consumers; see _encoding().
+        self._encoding_of: BoardEncoding | None = None
 
     # Engine ---------------------------------------------------------------------------------
     @property
@@ -199,7 +204,7 @@ class ChessEnv(gym.Env):
                 message names the start's FEN and the reply in SAN and UCI), or
                 :data:`START_ATTEMPTS` drawn starts in a row that the reply ends.
         """
-        pending = self._submit(self._begin_reset(seed, options))
+        pending = self._submit(self._position() if self._begin_reset(seed, options) else None)
         obs, info = self._observe(reset=True)  # while the engine searches
         self._end_reset(_first(pending))
         return obs, info
@@ -210,8 +215,8 @@ class ChessEnv(gym.Env):
         options: dict[str, Any] | None,
         drawn: str | None = None,
         opening: Opening | None = None,
-    ) -> chess.Board | None:
-        """Set up the start position; return the board to evaluate, or None when no engine call is needed.
+    ) -> bool:
+        """Set up the start position; return whether it needs an engine score (then see :meth:`_position`).
 
         ``drawn`` is a start the caller drew from ``start_positions`` in place of this env's own draw
         (the vector env's group starts). ``opening`` is another game's :class:`Opening` to replay: its
@@ -236,10 +241,11 @@ class ChessEnv(gym.Env):
         self.board = self._opening.start.copy()
         self.ply = 0
         self._outcome = None  # _find_opening checked that the game goes on
+        self._encoding_of = BoardEncoding(self.board)
         if self._opening.reply is not None:
             self._push(self._opening.reply)
         self._done = False
-        return self.board if self.shaping else None
+        return self.shaping
 
     def _find_opening(self, options: dict[str, Any], drawn: str | None) -> Opening:
         """The start position of ``options`` (or ``drawn``, or a draw) and the opponent's reply to it.
@@ -299,21 +305,28 @@ class ChessEnv(gym.Env):
     # Step -----------------------------------------------------------------------------------
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Play ``action`` for the side to move (and the opponent's reply, if any)."""
-        pending = self._submit(self._begin_step(action))
+        pending = self._submit(self._position() if self._begin_step(action) else None)
         obs, info = self._observe()  # while the engine searches
         reward, terminated, truncated = self._end_step(_first(pending), info)
         return obs, reward, terminated, truncated, info
 
     # A step (and a reset) is split in three so that ChessVectorEnv can run one engine batch for all
     # its games and build their observations while the engine searches: ``_begin_*`` plays the
-    # move(s) and returns the board to score, ``_observe`` builds everything that does not depend on
-    # the score, ``_end_*`` uses the score.
-    def _submit(self, board: chess.Board | None) -> Future | None:
-        """Start scoring ``board`` (None: nothing to score)."""
-        return self.engine.submit([board], self.limit) if board is not None else None
+    # move(s) and says whether the position needs a score, ``_observe`` builds everything that does
+    # not depend on the score, ``_end_*`` uses the score. In between, the vector env encodes all its
+    # games' positions at once (chess_env.encoding.encode_all) before it asks for their Positions.
+    def _submit(self, position: Position | None) -> Future | None:
+        """Start scoring ``position`` (None: nothing to score)."""
+        return self.engine.submit([position], self.limit) if position is not None else None
 
-    def _begin_step(self, action: int) -> chess.Board | None:
-        """Play the move(s) of a step; return the board to evaluate, or None when no engine call is needed."""
+    def _position(self) -> Position:
+        """The current position as the engine pool takes it: its key and EPD come from the ply's encoding
+        (the EPD is the head of ``info["fen"]`` too), and the game goes on, so the pool need not check it."""
+        encoding = self._encoding_of  # made by the reset or the push that reached the position
+        return Position(encoding.key, encoding.epd, self.board.turn)
+
+    def _begin_step(self, action: int) -> bool:
+        """Play the move(s) of a step; return whether the position reached needs an engine score."""
         if self._done:
             raise RuntimeError("step() called on a finished game; call reset() first")
         self._mover = self.board.turn
@@ -322,12 +335,12 @@ class ChessEnv(gym.Env):
         if move is None:
             self._illegal = True
             self._done = True
-            return None
+            return False
         self._push(move)
         if self.opponent is not None and self._outcome is None and self.ply < self.max_plies:
             self._push(self.opponent(self.board))
         self._done = self._outcome is not None or self.ply >= self.max_plies
-        return self.board if self.shaping and self._outcome is None else None
+        return self.shaping and self._outcome is None
 
     def _end_step(self, score: chess.engine.PovScore | None, info: dict[str, Any]) -> tuple[float, bool, bool]:
         """Reward, terminated and truncated of the step begun by :meth:`_begin_step`; adds the values to ``info``."""
@@ -347,12 +360,10 @@ class ChessEnv(gym.Env):
         return float(reward), terminated, not terminated and self.ply >= self.max_plies
 
     def _legal_move(self, action: int) -> chess.Move | None:
-        try:
-            move = decode_action(self.board, action)
-        except ValueError:
-            move = None
-        if move is not None and self.board.is_legal(move):
-            return move
+        # The mask is exactly the legal moves (tests check it against python-chess), so it replaces
+        # board.is_legal; decode_action gives a legal action's move.
+        if 0 <= action < N_ACTIONS and self._encoding().mask[action]:
+            return decode_action(self.board, action)
         if self.illegal_action == "raise":
             raise ValueError(f"action {action!r} is not a legal move in position {self.board.fen()!r}")
         return None
@@ -360,43 +371,53 @@ class ChessEnv(gym.Env):
     def _push(self, move: chess.Move) -> None:
         self.board.push(move)
         self.ply += 1
-        self._outcome = game_outcome(self.board, self.draw_rule)
+        self._encoding_of = encoding = BoardEncoding(self.board)
+        # The legal moves are generated once, for the mask and the rules alike.
+        self._outcome = game_outcome(self.board, self.draw_rule, has_legal_moves=encoding.has_legal_moves)
 
     # Views ----------------------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:
         """Bool array ``(4672,)``: True at the legal moves (all False once the game is over)."""
         if self._done:
             return np.zeros(N_ACTIONS, dtype=bool)
-        # The legal moves are a function of the transposition key (~0.4 us), so the mask built for the
-        # step's info is reused by the action_masks() call that follows it (MaskablePPO's), and by
-        # nothing that changed the board in between.
-        key = self.board._transposition_key()
-        if self._mask_key != key:
-            self._mask, self._mask_key = legal_action_mask(self.board), key
-        return self._mask.copy()
+        return self._encoding().mask.copy()
+
+    def _encoding(self) -> BoardEncoding:
+        """The current position's :class:`BoardEncoding`, made afresh if the board was changed in place.
+
+        The env makes one per position it reaches, which its own views (observation, info, the engine's
+        position) use as they are. A caller may push or pop moves on :attr:`board` between steps, so what
+        a caller reads or plays (:meth:`action_masks`, the action of a step) is checked against the
+        transposition key first (~0.5 us).
+        """
+        encoding = self._encoding_of
+        if encoding is None or encoding.board is not self.board or encoding.key != self.board._transposition_key():
+            encoding = self._encoding_of = BoardEncoding(self.board)
+        return encoding
 
     def _observe(self, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
         """The observation and info of the current position: everything of a step but the engine's part.
 
         ``reset``: the info is a reset's, which also says how many starts were discarded before this one.
         """
-        info = self._info()
-        if reset:
-            info["resampled_starts"] = self._opening.resampled
-        return self._observation(), info
+        return self._observation(), self._info(reset)
 
     def _observation(self) -> np.ndarray:
-        return observation(self.board, self.history)
+        return self._encoding_of.observation(self.history)
 
-    def _info(self) -> dict[str, Any]:
-        return {
+    def _info(self, reset: bool = False) -> dict[str, Any]:
+        """The info of the current position (a reset's, with the starts it discarded, if ``reset``)."""
+        info = {
             "outcome": self._outcome,
             "termination": _termination(self._outcome) if self._outcome else None,
             "illegal_action": False,
-            "fen": self.board.fen(),
+            "fen": self._encoding_of.fen(),
             "ply": self.ply,
             "action_mask": self.action_masks(),
         }
+        if reset:
+            info["resampled_starts"] = self._opening.resampled
+        return info
 
     def pgn(self) -> str:
         """The game so far as PGN text (with a ``SetUp``/``FEN`` header for a custom start)."""
@@ -419,6 +440,70 @@ class ChessEnv(gym.Env):
 
             return board_rgb(self.board)
         return None
+
+    # State ------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The game in progress and the generator, as plain values: what :meth:`set_state` needs to continue
+        this env exactly as if it had never stopped.
+
+        The board is kept as its root position (FEN with the en-passant square as set) and its moves in UCI,
+        so repetitions and history planes survive; also the ply counter, the agent's colour, the value of
+        the position, whether the game is over, the reset counters and the state of :attr:`np_random` (which
+        draws the start positions and the random opponent's moves). The settings of the env (opponent,
+        rewards, limits, start positions) are not part of it: :meth:`set_state` restores into an env built
+        with the same ones. The engine pool holds no state a game depends on (its scores are a function of
+        the position and the limit).
+        """
+        root = self.board.root()
+        return {
+            "root": root.fen(en_passant="fen"),
+            "chess960": self.board.chess960,
+            "moves": [move.uci() for move in self.board.move_stack],
+            "ply": self.ply,
+            "agent": bool(self.agent),
+            "value_white": float(self._value_white),
+            "done": self._done,
+            "resets": self._resets,
+            "resampled_starts": self.resampled_starts,
+            "np_random": _generator_state(self._np_random),
+            "np_random_seed": self._np_random_seed,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state` of an env with the same settings.
+
+        A random opponent draws from the restored generator again, as it does after any reset. A Stockfish
+        opponent restarts with the env: its skill levels below 20 pick moves with Stockfish's own
+        time-seeded generator, so games against it do not replay exactly even without a restore.
+
+        Raises:
+            ValueError: a key is missing, or the moves are not legal from the root position; the message
+                names it.
+        """
+        missing = sorted(set(GAME_STATE_KEYS) - set(state))
+        if missing:
+            raise ValueError(f"game state lacks {missing}; expected the keys of ChessEnv.get_state()")
+        board = chess.Board(state["root"], chess960=state["chess960"])
+        for uci in state["moves"]:
+            try:
+                board.push_uci(uci)
+            except ValueError as exc:
+                raise ValueError(f"game state move {uci!r} is not legal in {board.fen()!r}: {exc}") from None
+        self.board = board
+        self.ply = int(state["ply"])
+        self.agent = chess.WHITE if state["agent"] else chess.BLACK
+        self._value_white = float(state["value_white"])
+        # _push keeps _outcome equal to the rules' verdict on the board (an illegal move ends a game
+        # without one), so it is recomputed rather than stored.
+        self._outcome = game_outcome(self.board, self.draw_rule)
+        self._done = bool(state["done"])
+        self._resets = int(state["resets"])
+        self._encoding_of = BoardEncoding(self.board)
+        self.resampled_starts = int(state["resampled_starts"])
+        self._np_random = _generator_from_state(state["np_random"])
+        self._np_random_seed = state["np_random_seed"]
+        if isinstance(self.opponent, RandomOpponent) and self._resets:
+            self.opponent.rng = self.np_random  # as _begin_reset leaves it
 
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -446,3 +531,17 @@ def _termination(outcome: chess.Outcome) -> str:
 def _first(pending: Future | None) -> chess.engine.PovScore | None:
     """The score of a one-board batch from :meth:`ChessEnv._submit`, once the engine is done."""
     return pending.result()[0] if pending is not None else None
+
+
+def _generator_state(rng: np.random.Generator | None) -> dict[str, Any] | None:
+    """The state of a NumPy generator as plain values (None for none)."""
+    return None if rng is None else rng.bit_generator.state
+
+
+def _generator_from_state(state: dict[str, Any] | None) -> np.random.Generator | None:
+    """A NumPy generator in the state given by :func:`_generator_state`."""
+    if state is None:
+        return None
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return rng

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -12,8 +12,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from chess_env.encoding import N_ACTIONS
-from chess_env.env import ChessEnv
+from chess_env.encoding import N_ACTIONS, encode_all, observations
+from chess_env.engine.pool import Position
+from chess_env.env import ChessEnv, _generator_from_state, _generator_state
 
 _RESET_OPTIONS = ("fens", "groups", "group_size", "fen", "reset_mask")
 
@@ -171,12 +172,12 @@ class ChessVectorEnv(VectorEnv):
         return self.envs[0].start_positions
 
     # Engine ----------------------------------------------------------------------------------
-    def _submit(self, boards: list[chess.Board]) -> Future | None:
-        """Start one pool batch for ``boards`` (None when there is nothing to score)."""
-        if not boards:
+    def _submit(self, positions: list[Position]) -> Future | None:
+        """Start one pool batch for ``positions`` (None when there is nothing to score)."""
+        if not positions:
             return None
         self._pool_calls += 1
-        return self._engine.submit(boards, self.limit)
+        return self._engine.submit(positions, self.limit)
 
     def _pool_counters(self) -> tuple[int, int, int]:
         pool = self._engine
@@ -225,9 +226,7 @@ class ChessVectorEnv(VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(int(seed))
         indices, env_options, groups = self._reset_plan(dict(options or {}))
         started = self._restart(indices, [seeds[i] for i in indices], [env_options[i] for i in indices], groups)
-        infos: dict[str, Any] = {}
-        for i, info in zip(indices, started):
-            infos = self._add_env_info(infos, info, i)
+        infos = self._stack_infos(list(zip(indices, started)))
         self._started = True
         infos["action_mask"] = self._masks.copy()
         infos["_action_mask"] = np.ones(self.num_envs, dtype=bool)
@@ -246,20 +245,22 @@ class ChessVectorEnv(VectorEnv):
         order). The group's first game sets out from its drawn start and asks its opponent for the
         opening reply; the others replay that opening, so the whole group starts from one position.
         """
-        boards = []
+        scored = []
         for i, seed, opts in zip(indices, seeds, options):
             env = self.envs[i]
             if groups is None:
-                boards.append(env._begin_reset(seed, opts))
+                scored.append(env._begin_reset(seed, opts))
             elif i % groups[0] == 0:
-                boards.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
+                scored.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
             else:
-                boards.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
-        pending = self._submit([board for board in boards if board is not None])
-        infos = [self._observe(i, reset=True)[1] for i in indices]  # while the engines search
+                scored.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
+        encode_all([self.envs[i]._encoding_of for i in indices])
+        pending = self._submit([self.envs[i]._position() for i, score in zip(indices, scored) if score])
+        observed = self._observe(indices, resets=indices)  # while the engines search
+        infos = [observed[i] for i in indices]
         scores = iter(_scores(pending))
-        for i, board in zip(indices, boards):
-            self.envs[i]._end_reset(next(scores) if board is not None else None)
+        for i, score in zip(indices, scored):
+            self.envs[i]._end_reset(next(scores) if score else None)
             self._terminated[i] = self._truncated[i] = self._needs_reset[i] = False
         return infos
 
@@ -344,56 +345,58 @@ class ChessVectorEnv(VectorEnv):
         plies_before = [env.ply for env in self.envs]
         kind = [""] * self.num_envs  # "step", "reset" (autoreset) or "pad" (a finished game, DISABLED)
         final: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}  # SAME_STEP: the finished games' last step
-        boards: list[chess.Board] = []
-        owners: list[int] = []
+        owners: list[int] = []  # the games whose positions need a score
+        moves = actions.tolist()  # Python ints: cheaper to index and compare than numpy scalars
         for i, env in enumerate(self.envs):
             if self._needs_reset[i]:
                 if mode == AutoresetMode.DISABLED:
                     kind[i] = "pad"
                     continue
                 kind[i] = "reset"
-                board = env._begin_reset(None, None)
+                score = env._begin_reset(None, None)
             else:
                 kind[i] = "step"
-                board = env._begin_step(actions[i])
-                if board is None and mode == AutoresetMode.SAME_STEP and env._done:
+                score = env._begin_step(moves[i])
+                if not score and mode == AutoresetMode.SAME_STEP and env._done:
                     # Ended without needing a score (mate, draw, illegal move, or truncation without
                     # shaping): finish it now so that its new start joins this step's pool batch.
                     final[i] = env._observe()
                     self._finish_step(i, None, final[i][1], rewards, terminated, truncated, plies_before[i])
                     kind[i] = "reset"
-                    board = env._begin_reset(None, None)
-            if board is not None:
-                boards.append(board)
+                    score = env._begin_reset(None, None)
+            if score:
                 owners.append(i)
-        pending = self._submit(boards)
+        # Every new position's mask, pieces and FEN in one numpy pass, then the pool's positions from them.
+        active = [i for i in range(self.num_envs) if kind[i] != "pad"]
+        encode_all([self.envs[i]._encoding_of for i in active])
+        pending = self._submit([self.envs[i]._position() for i in owners])
         # Everything that does not depend on a score, while the engines search.
-        views = {i: self._observe(i, kind[i] == "reset") for i in range(self.num_envs) if kind[i] != "pad"}
+        views = self._observe(active, [i for i in active if kind[i] == "reset"])
         scores = dict(zip(owners, _scores(pending)))
 
-        infos: dict[str, Any] = {}
+        entries: list[tuple[int, dict[str, Any]]] = []  # (game, info), stacked at the end
         restarts: list[int] = []
         for i, env in enumerate(self.envs):
             if kind[i] == "pad":
                 terminated[i], truncated[i] = self._terminated[i], self._truncated[i]
-                infos = self._add_env_info(infos, env._info(), i)
+                entries.append((i, env._info()))
                 continue
             if kind[i] == "reset":
                 env._end_reset(scores.get(i))
                 self._needs_reset[i] = False
             else:
-                self._finish_step(i, scores.get(i), views[i][1], rewards, terminated, truncated, plies_before[i])
+                self._finish_step(i, scores.get(i), views[i], rewards, terminated, truncated, plies_before[i])
                 if mode == AutoresetMode.SAME_STEP and self._needs_reset[i]:
-                    final[i] = views[i]
+                    final[i] = (self._obs[i].copy(), views[i])  # the row is the new game's after the restart
                     restarts.append(i)
                     continue  # the info returned is its new game's, added below
-            infos = self._add_env_info(infos, views[i][1], i)
+            entries.append((i, views[i]))
         if restarts:
             # Games truncated on a position the engine had to score: their new starts can only be set up
             # after that score was used, so they take a second pool batch (a cache hit when starts repeat).
             started = self._restart(restarts, [None] * len(restarts), [None] * len(restarts))
-            for i, info in zip(restarts, started):
-                infos = self._add_env_info(infos, info, i)
+            entries.extend(zip(restarts, started))
+        infos = self._stack_infos(entries)
         for i, (obs, info) in final.items():
             infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
         self._steps += 1
@@ -419,16 +422,98 @@ class ChessVectorEnv(VectorEnv):
         self._terminated[i], self._truncated[i] = terminated[i], truncated[i]
         self._needs_reset[i] = terminated[i] or truncated[i]
 
-    def _observe(self, i: int, reset: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-        """Game ``i``'s observation and info (a reset's if ``reset``), copied into the stacked arrays."""
-        obs, info = self.envs[i]._observe(reset)
-        self._obs[i] = obs
-        self._masks[i] = info["action_mask"]
-        return obs, info
+    def _observe(self, indices: list[int], resets: Collection[int] = ()) -> dict[int, dict[str, Any]]:
+        """The infos of games ``indices`` (a reset's for those in ``resets``); their observations, built all at
+        once (:func:`~chess_env.encoding.observations`), and their masks go into the stacked arrays."""
+        if not indices:
+            return {}
+        envs = [self.envs[i] for i in indices]
+        self._obs[indices] = observations([env._encoding_of for env in envs], envs[0].history)
+        resets = set(resets)
+        infos = {}
+        for i, env in zip(indices, envs):
+            infos[i] = env._info(reset=i in resets)
+            self._masks[i] = infos[i]["action_mask"]
+        return infos
 
-    def _add_env_info(self, infos: dict[str, Any], info: dict[str, Any], i: int) -> dict[str, Any]:
-        # The masks are stacked once per call from self._masks, not key by key.
-        return self._add_info(infos, {k: v for k, v in info.items() if k != "action_mask"}, i)
+    def _stack_infos(self, entries: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        """Gymnasium's vector infos of ``(game, info)`` pairs, as ``VectorEnv._add_info`` builds them.
+
+        The same keys in the same order, arrays of the same dtypes (from each key's first value: a
+        Python or numpy number's own type, else ``object``) and the same ``_key`` masks, but built a key
+        at a time rather than a game and a key at a time (``_add_info`` allocates a mask array per key
+        and game). The masks are left out: they are stacked once per call from ``self._masks``.
+        """
+        columns: dict[str, tuple[list[int], list[Any]]] = {}
+        for i, info in entries:
+            for key, value in info.items():
+                column = columns.get(key)
+                if column is None:
+                    column = columns[key] = ([], [])
+                column[0].append(i)
+                column[1].append(value)
+        columns.pop("action_mask", None)
+        infos: dict[str, Any] = {}
+        for key, (games, values) in columns.items():
+            kind = type(values[0])
+            if kind in (int, float, bool) or issubclass(kind, np.number):
+                array = np.zeros(self.num_envs, dtype=kind)
+                array[games] = values
+            else:  # None, strings, outcomes: what _add_info keeps in an object array (no nested infos here)
+                array = np.full(self.num_envs, None, dtype=object)
+                for i, value in zip(games, values):
+                    array[i] = value
+            present = np.zeros(self.num_envs, dtype=np.bool_)
+            present[games] = True
+            infos[key], infos[f"_{key}"] = array, present
+        return infos
+
+    # State -----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Every game's :meth:`ChessEnv.get_state`, the vector env's own generator (group starts), its
+        counters (group resets, which alternate the colours; steps, plies, pool calls), the autoreset mode and
+        which games have ended: what :meth:`set_state` needs to continue exactly, in-flight games included.
+
+        The stacked observations and masks are not kept: :meth:`set_state` rebuilds them from the boards.
+        """
+        return {
+            "num_envs": self.num_envs,
+            "games": [env.get_state() for env in self.envs],
+            "np_random": _generator_state(self._np_random),
+            "np_random_seed": self._np_random_seed,
+            "autoreset_mode": self._autoreset_mode.name,
+            "started": self._started,
+            "group_resets": self._group_resets,
+            "terminated": self._terminated.tolist(),
+            "truncated": self._truncated.tolist(),
+            "needs_reset": self._needs_reset.tolist(),
+            "counters": [self._pool_calls, self._steps, self._plies],
+        }
+
+    def set_state(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue from a :meth:`get_state` of a vector env with the same settings and ``num_envs``; return the
+        games' observations, as :meth:`reset` does.
+
+        Raises:
+            ValueError: ``num_envs`` differs, or a game's state is refused (:meth:`ChessEnv.set_state`).
+        """
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(f"the state is of {state['num_envs']} games, this vector env has num_envs={self.num_envs}")
+        for env, game in zip(self.envs, state["games"]):
+            env.set_state(game)
+        self._np_random = _generator_from_state(state["np_random"])
+        self._np_random_seed = state["np_random_seed"]
+        self.autoreset_mode = state["autoreset_mode"]
+        self._started = bool(state["started"])
+        self._group_resets = int(state["group_resets"])
+        for name in ("terminated", "truncated", "needs_reset"):
+            getattr(self, f"_{name}")[:] = np.asarray(state[name], dtype=bool)
+        self._pool_calls, self._steps, self._plies = (int(n) for n in state["counters"])
+        # A game's stacked observation and mask are always those of its board (a padded game keeps its final
+        # position, whose mask is all False), so they are rebuilt rather than stored.
+        encode_all([env._encoding_of for env in self.envs])
+        self._observe(list(range(self.num_envs)))
+        return self._obs.copy()
 
     # Views and plumbing ----------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:

@@ -360,7 +360,7 @@ class MoveGroupBuffer(BaseBuffer):
         self.pos += 1
         self.full = self.pos == self.buffer_size
 
-    def finish(self, config: AdvantageConfig, weighting: str = "uniform") -> dict[str, float]:
+    def finish(self, config: AdvantageConfig, weighting: str = "uniform", sampled: bool = True) -> dict[str, float]:
         """Finish the rollout in one pass: statistics, dynamic sampling, advantages and loss weights.
 
         :param config: the advantage scale and dynamic sampling (``advantage``, ``gamma`` and ``loss_aggregation``
@@ -368,6 +368,7 @@ class MoveGroupBuffer(BaseBuffer):
         :param weighting: ``"uniform"`` (sampled candidates: each counts once, duplicates included) or
             ``"policy"`` (every legal move, weighted by its old probability: the baseline is then the policy's
             expected value and the surrogate's gradient the exact expected policy gradient at the position)
+        :param sampled: the candidates were sampled from the policy (then their agreement is reported)
         :return: ``step_reward_mean`` / ``_std`` (candidate values), ``group_reward_std``,
             ``group_step_reward_std``, ``frac_reward_zero_std``, ``action_agreement_mean`` / ``_p90`` (sampled
             groups only) and, with dynamic sampling, ``dropped_groups``
@@ -391,7 +392,7 @@ class MoveGroupBuffer(BaseBuffer):
             "group_step_reward_std": float(spread.mean()),
             "frac_reward_zero_std": float(zero.mean()),
         }
-        if weighting == "uniform" and self.n_candidates > 1:
+        if sampled and self.n_candidates > 1:
             mean, p90 = action_agreement(self.actions[:n, :, None], valid[:, :, None])
             stats.update(action_agreement_mean=mean, action_agreement_p90=p90)
         if config.drop_zero_std_groups:

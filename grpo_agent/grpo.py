@@ -30,6 +30,7 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 from chess_env import ChessVectorEnv
+from grpo_agent import resume
 from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
@@ -82,13 +83,20 @@ class GRPO(BaseAlgorithm):
     :param env: a ``ChessVectorEnv``, a ``chess_env.sb3.ChessVecEnv``, or an env id (then ``n_envs`` games
         are created with ``env_kwargs``)
     :param learning_rate: Adam learning rate, a float or a schedule of the progress remaining (1 -> 0)
-    :param group_size: trajectories per start position (G); must divide the number of envs
-    :param horizon: plies per trajectory (T); a rollout is ``num_envs * horizon`` timesteps
+    :param group_mode: ``"games"`` (trajectory groups: ``group_size`` games from each start position) or
+        ``"moves"`` (move groups: ``group_size`` candidate moves of each current position, valued by the engine;
+        :mod:`grpo_agent.rollout.moves`)
+    :param group_size: games per start position (G; must divide the number of envs), or candidates per position;
+        ``"all"``: every legal move (move groups only)
+    :param horizon: plies per game (T), or steps (move groups); a rollout is ``num_envs * horizon`` timesteps
     :param n_epochs: passes over the rollout per update
-    :param batch_size: plies per minibatch
+    :param batch_size: plies (games) or positions (moves) per minibatch
     :param temperature: rollout sampling temperature; the stored and recomputed log-probabilities, the
         reference log-probabilities and the entropy all use it (``predict`` uses 1). A collapse guard boosting
         the temperature multiplies it for whole rollouts (the update uses the temperature its rollout used)
+    :param sample_without_replacement: move groups: distinct candidates (Gumbel top-k) instead of independent draws
+    :param all_moves_weighting: move groups of every legal move: ``"policy"`` (each move by its old probability:
+        the exact expected policy gradient) or ``"uniform"`` (every move's log-probability moves by its advantage)
     :param train_plies: ``"mover"`` trains only the plies of the side to move at the start (self-play gives
         the opponent's plies too, which are used for the reward-to-go but not trained), ``"both"`` trains all
     :param advantage: ``"step"``, ``"return"`` or ``"outcome"`` (see :mod:`grpo_agent.advantages`)
@@ -167,6 +175,7 @@ class GRPO(BaseAlgorithm):
         batch_size: int = 256,
         temperature: float = 1.0,
         sample_without_replacement: bool = False,
+        all_moves_weighting: str = "policy",
         train_plies: str = "mover",
         advantage: str = "step",
         advantage_scale: str = "rms",
@@ -256,6 +265,7 @@ class GRPO(BaseAlgorithm):
         self.group_mode = group_mode
         self.group_size = group_size if group_size == "all" else int(group_size)
         self.sample_without_replacement = bool(sample_without_replacement)
+        self.all_moves_weighting = all_moves_weighting
         self.horizon = int(horizon)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -294,6 +304,8 @@ class GRPO(BaseAlgorithm):
         self._rollout_temperature = self.temperature
         self._nonfinite_stop = False
         self._fresh_obs: np.ndarray | None = None
+        #: what a loaded model's learn(reset_num_timesteps=False) restores first (grpo_agent.resume)
+        self._resume_state: dict[str, Any] | None = None
         self.collector: GameGroupCollector | MoveGroupCollector | None = None
 
         if _init_setup_model:
@@ -345,7 +357,8 @@ class GRPO(BaseAlgorithm):
         noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
         if self.group_mode == "moves":
             self.collector = MoveGroupCollector(
-                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device
+                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device,
+                self.all_moves_weighting,
             )
         else:
             self.collector = GameGroupCollector(
@@ -361,7 +374,22 @@ class GRPO(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The collector holds the env and the buffer; both are rebuilt from the saved settings.
-        return [*super()._excluded_save_params(), "collector", "_fresh_obs"]
+        return [*super()._excluded_save_params(), "collector", "_fresh_obs", "_resume_state"]
+
+    def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's ``save``, plus the generators, the env's games and the rollback snapshots that an exact resume
+        needs (:mod:`grpo_agent.resume`)."""
+        resume.save_with_state(self, path, lambda buffer: super(GRPO, self).save(buffer, exclude, include))
+
+    @classmethod
+    def load(cls, path: str | Path | Any, env: GymEnv | None = None, device: th.device | str = "auto",  # type: ignore[override]
+             custom_objects: dict[str, Any] | None = None, print_system_info: bool = False, force_reset: bool = True,
+             **kwargs: Any) -> GRPO:
+        """SB3's ``load``, refusing a file that is not a GRPO model zip for ``env`` with a message naming it; the
+        saved generators and games are put back when ``learn(reset_num_timesteps=False)`` continues the run."""
+        data = resume.read_checkpoint(path, env)
+        return resume.load_with_state(data, lambda buffer: super(GRPO, cls).load(
+            buffer, env, device, custom_objects, print_system_info, force_reset, **kwargs))
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "ref_policy"], []
@@ -390,11 +418,14 @@ class GRPO(BaseAlgorithm):
         # SB3 resets the env here to have a first observation: make that reset the first rollout's group reset,
         # instead of one whose games are thrown away.
         assert self.env is not None and self.collector is not None, "GRPO has no env; pass one to the constructor, load() or set_env()"
+        # Continuing a loaded run: its generators and games come back (and SB3 does not reset the games).
+        carried = resume.restore(self, self._resume_state) if self._resume_state and not reset_num_timesteps else None
+        self._resume_state = None
         if self.collector.reset_options is not None:
             self.env.set_options(self.collector.reset_options)
         last_obs = self._last_obs
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self._fresh_obs = self._last_obs if self._last_obs is not last_obs else None  # type: ignore[assignment]
+        self._fresh_obs = self._last_obs if self._last_obs is not last_obs else carried  # type: ignore[assignment]
         return result
 
     def collect_rollouts(
@@ -606,7 +637,8 @@ class GRPO(BaseAlgorithm):
             elif self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0 and decision.verdict == "train":
                 self.sync_reference()
             stopped = self.stop_reason is not None
-            if stopped or (log_interval is not None and iteration % log_interval == 0):
+            # Counted over the run, not this call: a resumed run logs the rollouts an uninterrupted one would.
+            if stopped or (log_interval is not None and self.n_rollouts % log_interval == 0):
                 self.dump_logs(iteration)
             if stopped:
                 break

@@ -6,12 +6,15 @@ import pytest
 
 from chess_env.encoding import (
     N_ACTIONS,
+    BoardEncoding,
     decode_action,
+    encode_all,
     encode_move,
     legal_action_mask,
     legal_actions,
     observation,
     observation_channels,
+    observations,
 )
 
 PERFT = {
@@ -152,3 +155,86 @@ def test_repetition_and_history_planes():
     assert two_plies_ago[1, 2, 5] == 1 and two_plies_ago[1, 0, 6] == 0
     fresh = observation(chess.Board(), history=3)
     assert fresh[21:].sum() == 0  # no earlier positions at the start of a game
+
+
+SPECIAL = [
+    "8/8/8/K2pP2r/8/8/8/7k w - d6 0 1",  # exd6 en passant would expose the king along the rank: illegal
+    "8/8/8/3pP3/8/8/8/K6k w - d6 0 1",  # exd6 legal
+    "b3k3/1P6/8/8/4K3/8/8/8 w - - 0 1",  # the pinned b7 pawn promotes only by taking the pinning bishop
+    "4k3/8/8/8/4K3/8/1p6/B7 b - - 0 1",  # the same for Black, mirrored
+    "4k3/8/8/8/1b6/8/3P4/4K3 w - - 0 1",  # a pawn pinned on a diagonal: no push
+    "4k3/4r3/8/8/8/8/4P3/4K3 w - - 0 1",  # a pawn pinned on a file: pushes only
+    "4k3/8/8/1B6/8/8/8/4R1K1 b - - 0 1",  # Black in check from the rook: block, capture or step
+    "r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1",  # both castlings for both sides
+    "r3k2r/8/8/8/8/5b2/8/R3K2R w KQkq - 0 1",  # castling through an attacked square
+    "r3k2r/8/8/8/8/8/8/R3K1R1 w Qk - 0 1",  # rights without the rook on its corner
+    "4k3/8/8/8/8/8/5n2/R3K2R w KQ - 0 1",  # in check: no castling
+    "3rk3/8/8/8/8/8/4q3/4K3 w - - 0 1",  # the checking queen next to the king, guarded along the d-file
+    "4k3/8/8/8/8/5n2/R5B1/r3K3 w - - 0 1",  # double check: only the king moves, no capture of a checker
+    "4k3/8/8/8/8/8/4r3/4K2b w - - 0 1",  # a checker that the king may take
+    "n1n5/PPPk4/8/8/8/8/4Kppp/5N1N w - - 0 1",  # promotions and underpromotions, captures too
+    "n1n5/PPPk4/8/8/8/8/4Kppp/5N1N b - - 0 1",
+    "rnbqkbnr/ppp1p1pp/8/3pPp2/8/8/PPPP1PPP/RNBQKBNR w KQkq f6 0 3",
+    "7k/5Q2/6K1/8/8/8/8/8 b - - 0 1",  # stalemate
+    "6Qk/8/6K1/8/8/8/8/8 b - - 0 1",  # checkmate
+]
+
+
+@pytest.mark.parametrize("fen", [None, *SPECIAL])
+def test_board_encoding_matches_python_chess(fen):
+    """BoardEncoding's key, mask, EPD and FEN are python-chess's, over random playouts and special positions."""
+    boards = random_positions(1500, seed=3) if fen is None else [chess.Board(fen)]
+    for board in boards:
+        encoding = BoardEncoding(board)
+        expected = np.zeros(N_ACTIONS, dtype=bool)
+        expected[[encode_move(board, move) for move in board.legal_moves]] = True
+        assert np.array_equal(encoding.mask, expected), board.fen()
+        assert np.array_equal(legal_action_mask(board), expected)
+        assert encoding.has_legal_moves == any(board.legal_moves)
+        assert encoding.key == board._transposition_key()
+        assert encoding.epd == board.epd() and encoding.fen() == board.fen()
+        assert np.array_equal(encoding.observation(), observation(board))
+
+
+def test_observation_planes_agree_with_python_chess_for_both_sides():
+    """The piece, castling and en-passant planes square by square, both colours to move."""
+    order = (chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK, chess.QUEEN, chess.KING)
+    boards = [*random_positions(1500, seed=4), *(chess.Board(fen) for fen in SPECIAL)]
+    for board in boards:
+        mover = board.turn
+        obs = observation(board)
+        planes = np.zeros((12, 8, 8), dtype=np.float32)
+        for square, piece in board.piece_map().items():
+            rank = chess.square_rank(square) if mover == chess.WHITE else 7 - chess.square_rank(square)
+            planes[order.index(piece.piece_type) + 6 * (piece.color != mover), rank, chess.square_file(square)] = 1
+        assert np.array_equal(obs[:12], planes), board.fen()
+        rights = [board.has_kingside_castling_rights(mover), board.has_queenside_castling_rights(mover),
+                  board.has_kingside_castling_rights(not mover), board.has_queenside_castling_rights(not mover)]
+        expected = [float(right) for right in rights]
+        assert [obs[p].min() for p in range(15, 19)] == expected == [obs[p].max() for p in range(15, 19)]
+        assert obs[19].sum() == board.has_legal_en_passant()
+
+
+def test_encode_all_builds_what_each_encoding_builds_alone():
+    boards = [board.copy() for board in random_positions(40, seed=5)] + [chess.Board(fen) for fen in SPECIAL]
+    boards.append(chess.Board("rkrnnbbq/pppppppp/8/8/8/8/PPPPPPPP/RKRNNBBQ w KQkq - 0 1", chess960=True))  # falls back
+    batch = [BoardEncoding(board) for board in boards]
+    assert batch[3].mask.any() and batch[4].epd  # built before the batch: kept
+    encode_all(batch)
+    for board, encoding in zip(boards, batch):
+        alone = BoardEncoding(board)
+        assert np.array_equal(encoding.mask, alone.mask) and np.array_equal(encoding.pieces, alone.pieces)
+        assert encoding.epd == alone.epd == board.epd() and encoding.has_legal_moves == alone.has_legal_moves
+        assert np.array_equal(encoding.mask, legal_action_mask(board))
+
+
+@pytest.mark.parametrize("history", [0, 2])
+def test_observations_of_a_batch_are_each_positions_own(history):
+    """Both colours to move in one batch, move stacks (repetitions, history planes), en passant."""
+    boards = [board.copy() for board in random_positions(30, seed=6)][5:]
+    boards += [chess.Board(fen) for fen in SPECIAL[:6]]
+    for batch in (boards, [b for b in boards if b.turn], [b for b in boards if not b.turn]):
+        stacked = observations([BoardEncoding(board) for board in batch], history)
+        assert stacked.shape == (len(batch), observation_channels(history), 8, 8) and stacked.dtype == np.float32
+        for board, obs in zip(batch, stacked):
+            assert np.array_equal(obs, observation(board, history)), board.fen()

@@ -22,7 +22,8 @@ import chess
 import chess.engine
 import pytest
 
-from chess_env.engine import EngineNotFoundError, EnginePoolError, StockfishPool, find_stockfish
+from chess_env.engine import EngineNotFoundError, EnginePoolError, Position, StockfishPool, find_stockfish
+from chess_env.engine.pool import position
 from conftest import STOCKFISH, alive, needs_stockfish
 
 
@@ -274,6 +275,22 @@ def test_submit_returns_at_once_with_evaluates_results():
         futures = [p.submit(boards[:3], limit), p.submit(boards[3:], limit)]
         assert [f.result(timeout=30) for f in futures] == [expected[:3], expected[3:]]
         assert p.submit([], limit).result() == []
+
+
+@needs_stockfish
+def test_positions_encoded_by_the_caller_score_and_cache_as_their_boards():
+    boards = random_boards(8, seed=9, history=True)  # move stacks and counters: the key ignores them
+    limit = chess.engine.Limit(depth=3)
+    positions = [position(board) for board in boards]
+    assert all(type(p) is Position and p.epd == b.epd() and p.turn == b.turn for p, b in zip(positions, boards))
+    with StockfishPool(processes=2, cache_size=100) as p:
+        expected = p.evaluate(boards, limit)
+        assert p.evaluate(positions, limit) == expected and p.cache_hits == len(boards)  # the same cache keys
+        p.clear_cache()
+        assert p.submit(positions[::-1], limit).result(timeout=30) == expected[::-1]  # searched from the EPD
+        assert p.engine_calls == 2 * len(boards)
+        with pytest.raises(ValueError, match="needs boards"):
+            p.submit_moves(positions[:1], limit)
 
 
 @needs_stockfish

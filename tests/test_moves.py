@@ -106,6 +106,19 @@ def test_candidates_are_legal_valued_and_centered(group_size, without):
     model.env.close()
 
 
+def test_every_legal_move_weighted_uniformly():
+    model = make_model("all", all_moves_weighting="uniform")
+    buffer = collect(model)
+    n = buffer.pos * buffer.n_envs
+    cand, w = buffer.candidates[:n], buffer.weights[:n]
+    np.testing.assert_allclose(w[cand], np.repeat(1.0 / cand.sum(axis=1), cand.sum(axis=1)), rtol=1e-5)
+    np.testing.assert_allclose(buffer.advantages[:n].sum(axis=1), 0.0, atol=1e-4)
+    assert "action_agreement_mean" not in model.last_rollout_stats  # every move is there: nothing to agree on
+    with pytest.raises(ValueError, match="all_moves_weighting"):
+        make_model("all", all_moves_weighting="prior")
+    model.env.close()
+
+
 def test_candidate_values_match_the_engine():
     model = make_model(4, num_envs=2, horizon=1)
     _, callback = model._setup_learn(10**9, None)

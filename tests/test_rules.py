@@ -1,9 +1,11 @@
 """Episode end and results, with python-chess as the oracle."""
 
+import random
+
 import chess
 import pytest
 
-from chess_env.rules import game_outcome, result_for
+from chess_env.rules import game_outcome, is_repetition, result_for
 
 
 def play(board: chess.Board, *ucis: str) -> chess.Board:
@@ -60,3 +62,42 @@ def test_checkmate_beats_the_fifty_move_rule():
 def test_unknown_draw_rule():
     with pytest.raises(ValueError, match="'sometimes'"):
         game_outcome(chess.Board(), "sometimes")
+
+
+def shuffling_games(n_games: int, seed: int):
+    """Positions of random games that mostly play the mover's last move backwards (repetitions,
+    fivefold ones too) and now and then a random move (captures and pawn moves reset the clock)."""
+    rng = random.Random(seed)
+    for _ in range(n_games):
+        board = chess.Board()
+        for _ in range(rng.randint(20, 160)):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            last = board.move_stack[-2] if len(board.move_stack) >= 2 else None
+            back = chess.Move(last.to_square, last.from_square) if last else None
+            board.push(back if back in moves and rng.random() < 0.8 else rng.choice(moves))
+            yield board
+
+
+def test_is_repetition_agrees_with_python_chess():
+    counts = {2: 0, 3: 0, 5: 0}
+    for board in shuffling_games(60, seed=0):
+        for count in counts:
+            expected = board.is_repetition(count)
+            assert is_repetition(board, count) == expected, (board.fen(), count)
+            counts[count] += expected
+    assert all(counts.values()), counts  # every count was seen true somewhere
+
+
+def test_outcome_agrees_with_python_chess_whether_or_not_the_moves_are_known():
+    seen = set()
+    for board in shuffling_games(60, seed=1):
+        expected = board.outcome(claim_draw=False)
+        for known in (None, any(board.generate_legal_moves())):
+            assert game_outcome(board, "automatic", has_legal_moves=known) == expected, board.fen()
+        seen.add(expected.termination if expected else None)
+    assert chess.Termination.FIVEFOLD_REPETITION in seen
+    for fen in ("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1", "7k/6Q1/6K1/8/8/8/8/8 b - - 0 1", "8/8/4k3/8/8/3K4/8/8 w - - 0 1"):
+        board = chess.Board(fen)  # stalemate, checkmate, bare kings
+        assert game_outcome(board, "automatic", has_legal_moves=any(board.legal_moves)) == board.outcome()

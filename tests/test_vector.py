@@ -333,3 +333,25 @@ def test_closing_stops_the_pool_it_started():
     venv.close()
     with pytest.raises(RuntimeError, match="closed"):
         pool.evaluate([chess.Board()], chess.engine.Limit(depth=1))
+
+
+def test_stacked_infos_are_what_gymnasium_builds_game_by_game():
+    """The infos stacked a key at a time equal VectorEnv._add_info's, one game and key at a time:
+    the same keys in the same order, dtypes, values and ``_key`` masks."""
+    venv = ChessVectorEnv(5, shaping=False)
+    mate = chess.Outcome(chess.Termination.CHECKMATE, chess.WHITE)
+    base = dict(outcome=None, termination=None, illegal_action=False, fen=chess.STARTING_FEN, ply=3)
+    entries = [
+        (4, {**base, "action_mask": np.ones(4, dtype=bool)}),  # games in any order; the mask is left out
+        (0, {**base, "outcome": mate, "termination": "checkmate", "ply": 7, "value_before": 0.25, "value_after": 1.0}),
+        (2, {**base, "illegal_action": True, "resampled_starts": 2}),
+        (1, {**base, "value_before": -0.5, "value_after": -0.75, "ply": np.int64(9)}),
+    ]
+    expected: dict = {}
+    for i, info in entries:
+        expected = gym.vector.VectorEnv._add_info(venv, expected, {k: v for k, v in info.items() if k != "action_mask"}, i)
+    stacked = venv._stack_infos(entries)
+    assert list(stacked) == list(expected)
+    for key, array in expected.items():
+        assert stacked[key].dtype == array.dtype and stacked[key].tolist() == array.tolist(), key
+    venv.close()

@@ -12,7 +12,7 @@ Only this package starts Stockfish processes:
 
 from chess_env.engine.discovery import INSTALL_HINT, EngineNotFoundError, find_stockfish
 from chess_env.engine.player import EnginePlayer
-from chess_env.engine.pool import EnginePoolError, MoveScores, StockfishPool
+from chess_env.engine.pool import EnginePoolError, MoveScores, Position, StockfishPool
 from chess_env.engine.strength import Strength
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "EnginePlayer",
     "EnginePoolError",
     "MoveScores",
+    "Position",
     "StockfishPool",
     "Strength",
     "find_stockfish",

@@ -6,7 +6,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple, NoReturn, Union
 
@@ -44,6 +44,28 @@ def _shutdown(engines: list[UciProcess | None], threads: list[ThreadPoolExecutor
         if engine is not None:
             engine.close()
             engines[i] = None
+
+
+class Position(NamedTuple):
+    """A position for :meth:`StockfishPool.submit`, encoded by its caller instead of the pool.
+
+    What the pool would read from a board: a caller that has these at hand already (the env makes
+    them once per ply, for its own views too) saves the pool building them again. The pool trusts a
+    ``Position``: it must be valid and have a legal move, which the pool checks for a board.
+    :func:`position` is the reference encoding.
+    """
+
+    key: Hashable
+    """``board._transposition_key()``, what the cache keys on."""
+    epd: str
+    """``board.epd()``: pieces, side to move, castling rights, legal en-passant square (no move counters)."""
+    turn: chess.Color
+    """The side to move, the point of view of the score."""
+
+
+def position(board: chess.Board) -> Position:
+    """The :class:`Position` of ``board``, as the pool itself encodes a board."""
+    return Position(board._transposition_key(), board.epd(), board.turn)
 
 
 MoveScores = dict[chess.Move, chess.engine.PovScore]
@@ -220,7 +242,7 @@ class StockfishPool:
     # -- public API ---------------------------------------------------------------------------------
 
     def submit(
-        self, boards: Sequence[chess.Board], limit: chess.engine.Limit
+        self, boards: Sequence[chess.Board | Position], limit: chess.engine.Limit
     ) -> Future[list[chess.engine.PovScore]]:
         """Start scoring ``boards`` and return at once; the future's result is :meth:`evaluate`'s.
 
@@ -228,7 +250,8 @@ class StockfishPool:
         the searches run on the pool's threads while the caller goes on with other work. All that the
         searches need is read from the boards here, so the caller may use and change them at once.
         Batches submitted before an earlier one is done queue behind it (and do not see its results
-        in the cache).
+        in the cache). An entry may be a :class:`Position` the caller encoded (not validated), in
+        place of a board; :meth:`evaluate` takes them too.
 
         Raises:
             ValueError: as :meth:`evaluate`, at once.
@@ -239,7 +262,7 @@ class StockfishPool:
         return self._submit(boards, limit, moves=False).future
 
     def evaluate(
-        self, boards: Sequence[chess.Board], limit: chess.engine.Limit
+        self, boards: Sequence[chess.Board | Position], limit: chess.engine.Limit
     ) -> list[chess.engine.PovScore]:
         """Score every board with the same limit, spreading the searches over the processes.
 
@@ -298,7 +321,7 @@ class StockfishPool:
             batch.stop.set()
             raise
 
-    def _submit(self, boards: Sequence[chess.Board], limit: chess.engine.Limit, moves: bool) -> _Batch:
+    def _submit(self, boards: Sequence[chess.Board | Position], limit: chess.engine.Limit, moves: bool) -> _Batch:
         lkey = limit_key(limit)
         if not boards:
             batch = _Batch([], 0, b"", [], {})
@@ -315,7 +338,10 @@ class StockfishPool:
             use_cache = self.cache_size > 0
             hits = 0  # counted once the whole batch is validated
             for i, board in enumerate(boards):
-                key = (board._transposition_key(), lkey, *tag)
+                encoded = type(board) is Position
+                if encoded and moves:
+                    raise ValueError("submit_moves() needs boards (it generates their legal moves), not Positions")
+                key = (board.key if encoded else board._transposition_key(), lkey, *tag)
                 if use_cache:
                     cached = self._cache.get(key)
                     if cached is not None:
@@ -332,11 +358,12 @@ class StockfishPool:
                 else:
                     key = (key, i)  # no sharing at all when the cache is off
                     pending[key] = [i]
-                self._check_searchable(board)
+                if not encoded:
+                    self._check_searchable(board)
                 legal = tuple(board.generate_legal_moves()) if moves else None
                 timeout = request_timeout(self.timeout, lkey, len(legal) if legal else 1)
                 # The move counters are not sent: see the class docstring.
-                todo.append(_Job(key, board.epd() + " 0 1", board.turn, legal, timeout))
+                todo.append(_Job(key, (board.epd if encoded else board.epd()) + " 0 1", board.turn, legal, timeout))
             self.cache_hits += hits
             self.cache_misses += len(todo)
 

@@ -47,6 +47,9 @@ class MoveGroupCollector:
     :param replacement: sample the candidates with replacement (independent draws) or without (distinct moves)
     :param noise: Dirichlet noise on every position's candidates, or None
     :param device: torch device of the policy and the buffer's samples
+    :param all_moves_weighting: with ``group_size="all"``: ``"policy"`` weights each move by its old probability
+        (the exact expected policy gradient), ``"uniform"`` weighs every legal move the same (each move's
+        log-probability moves by its advantage, however unlikely it is: a rare good move is found faster)
     """
 
     reset_options = None  # a plain reset: every game is a group of its own
@@ -60,7 +63,11 @@ class MoveGroupCollector:
         replacement: bool = True,
         noise: DirichletNoise | None = None,
         device: th.device | str = "cpu",
+        all_moves_weighting: str = "policy",
     ) -> None:
+        if all_moves_weighting not in ("policy", "uniform"):
+            raise ValueError(f"all_moves_weighting must be 'policy' or 'uniform', got {all_moves_weighting!r}")
+        self.all_moves_weighting = all_moves_weighting
         if group_size != "all" and not (isinstance(group_size, int) and group_size >= 1):
             raise ValueError(f"group_size must be a positive int or 'all', got {group_size!r}")
         for name in ("submit_move_values", "step", "set_attr"):
@@ -131,7 +138,8 @@ class MoveGroupCollector:
         }
         if "engine_cache_hit_rate" in searched:
             stats["engine_cache_hit_rate"] = searched["engine_cache_hit_rate"]
-        stats.update(buffer.finish(self.advantages, "policy" if self.group_size == "all" else "uniform"))
+        weighting = self.all_moves_weighting if self.group_size == "all" else "uniform"
+        stats.update(buffer.finish(self.advantages, weighting, sampled=self.group_size != "all"))
         return {key: value for key, value in stats.items() if not math.isnan(value)}
 
     def _candidates(

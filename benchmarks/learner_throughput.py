@@ -1,0 +1,194 @@
+"""Learner throughput: GRPO's ``train()`` against MaskablePPO's on the same network and minibatches, and the
+rollout's forward pass under torch settings.
+
+Run: ``python -m benchmarks.learner_throughput [--quick] [--out benchmarks/results/learner_throughput.json]``.
+
+**Updates.** Each learner gets one real rollout (64 games of self-play from the ``builtin`` positions,
+Stockfish depth-1 shaping, 16 plies: 1024 positions), then its ``train()`` on that buffer is timed, alternately
+with the others', round after round; each keeps its fastest round. The same ``ChessResNet`` trunk and conv
+policy head (MaskablePPO adds its critic, one hidden layer of 64 on the shared trunk), the same
+``batch_size``, ``n_epochs`` and learning rate:
+
+* ``grpo_games``: trajectory groups (8 x 8 games, every ply trained, ``train_plies="both"``);
+* ``grpo_moves``: move groups (K = 8 candidate moves per position, each valued by the engine): one forward
+  and backward pass per position serves its K candidates, so it is reported per position and per candidate;
+* ``maskable_ppo``: sb3-contrib's MaskablePPO, ``n_steps = 16``, ``gamma = 0``.
+
+A sample is one position through the network, forward and backward, per epoch: the ratio of samples/s is the
+ratio of learner cost per position trained. GRPO computes the reference policy's log-probabilities on one
+minibatch per update even with ``kl_coef = 0`` (``train/kl_ref`` is a collapse signal); PPO computes values.
+
+**Rollout forward pass.** ``sample_policy`` (the collectors' one call per vector step) on 64 positions, with 1
+and 2 torch threads, under ``torch.no_grad`` (what the collectors use) and ``torch.inference_mode``, and with
+the network and the observations in ``channels_last`` memory format.
+
+Torch threads are set per row (``torch.set_num_threads``); the load average is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_env(num_envs: int, horizon: int) -> Any:
+    from chess_env import ChessVectorEnv
+
+    return ChessVectorEnv(num_envs, engine_processes=1, reward_depth=1, start_positions="builtin", max_plies=horizon)
+
+
+def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int], Callable[[], int]]:
+    """A learner with one real rollout in its buffer; returns it, its samples per ``train()`` (positions through
+    the network, times epochs) and its scored candidates per ``train()`` (the same but for move groups)."""
+    from benchmarks import common
+
+    net = {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}
+    shared = {"learning_rate": 3e-4, "n_epochs": cfg["n_epochs"], "batch_size": cfg["batch_size"], "ent_coef": 0.01}
+    env = make_env(cfg["num_envs"], cfg["horizon"])
+    timesteps = cfg["num_envs"] * cfg["horizon"]
+    if algo == "maskable_ppo":
+        model = common.build_maskable_ppo(env, {**shared, "n_steps": cfg["horizon"], "gamma": 0.0}, net, 0, "cpu")
+        model.bench_setup(timesteps)  # its train() is timed and counted (a few dict updates per call)
+        model.learn(timesteps)
+        samples = lambda: model.rollout_buffer.buffer_size * model.rollout_buffer.n_envs * model.n_epochs  # noqa: E731
+        return model, samples, samples
+    from grpo_agent.grpo import GRPO
+
+    mode = algo.removeprefix("grpo_")
+    extra = {"train_plies": "both"} if mode == "games" else {}
+    model = GRPO("ChessResNetPolicy", env, group_mode=mode, group_size=cfg["group_size"], horizon=cfg["horizon"],
+                 policy_kwargs={"features_extractor_kwargs": net}, seed=0, device="cpu", **shared, **extra)
+    model.learn(timesteps)
+    buf = model.rollout_buffer
+    if mode == "games":
+        samples = lambda: int((buf.trained & buf.valid).sum()) * model.n_epochs  # noqa: E731
+        return model, samples, samples
+    trained = lambda: buf.trained[: buf.pos * buf.n_envs]  # noqa: E731
+    positions = lambda: int(trained().sum()) * model.n_epochs  # noqa: E731
+    candidates = lambda: int(buf.candidates[: buf.pos * buf.n_envs][trained()].sum()) * model.n_epochs  # noqa: E731
+    return model, positions, candidates
+
+
+def time_updates(cfg: dict[str, Any], algos: tuple[str, ...], threads: int, rounds: int) -> dict[str, dict]:
+    """Samples/s of each learner's ``train()``, alternating the learners round by round; best round each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    learners = {algo: build_learner(algo, cfg) for algo in algos}
+    best: dict[str, float] = {}
+    for model, _, _ in learners.values():
+        model.train()  # warm-up: allocator, first-call overheads
+    for _ in range(rounds):
+        for algo, (model, _, _) in learners.items():
+            start = time.perf_counter()
+            model.train()
+            best[algo] = min(best.get(algo, float("inf")), time.perf_counter() - start)
+    out = {}
+    for algo, (model, samples, candidates) in learners.items():
+        out[algo] = {"seconds_per_update": best[algo], "samples_per_update": samples(),
+                     "samples_per_s": samples() / best[algo], "candidates_per_s": candidates() / best[algo]}
+        model.env.close()
+    return out
+
+
+def time_forward(cfg: dict[str, Any], threads: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per ``sample_policy`` call on ``num_envs`` positions, per torch setting (best of ``repeats``)."""
+    import torch
+
+    from grpo_agent.grpo import GRPO
+    from grpo_agent.rollout.base import sample_policy
+
+    torch.set_num_threads(threads)
+    env = make_env(cfg["num_envs"], cfg["horizon"])
+    env.reset(seed=0)
+    model = GRPO("ChessResNetPolicy", env, group_size=cfg["group_size"], horizon=cfg["horizon"], device="cpu",
+                 policy_kwargs={"features_extractor_kwargs": {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}})
+    obs = torch.as_tensor(env.reset(seed=0)[0])
+    masks = torch.as_tensor(env.action_masks())
+    policy = model.policy.set_training_mode(False) or model.policy
+    settings: dict[str, Callable[[], Any]] = {
+        "no_grad": lambda: sample_policy(policy, obs, masks, 1.0, 1.0),
+        "inference_mode": lambda: _in(torch.inference_mode(), lambda: sample_policy(policy, obs, masks, 1.0, 1.0)),
+    }
+    out: dict[str, float] = {}
+    for name, call in settings.items():
+        out[name] = _best_ms(call, repeats)
+    policy.to(memory_format=torch.channels_last)
+    last = obs.contiguous(memory_format=torch.channels_last)
+    out["channels_last"] = _best_ms(lambda: sample_policy(policy, last, masks, 1.0, 1.0), repeats)
+    env.close()
+    return out
+
+
+def _in(context: contextlib.AbstractContextManager, call: Callable[[], Any]) -> Any:
+    with context:
+        return call()
+
+
+def _best_ms(call: Callable[[], Any], repeats: int) -> float:
+    call()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
+CONFIGS = {
+    # configs/default.yaml's network and minibatches (make train).
+    "default": {"n_blocks": 4, "channels": 64, "batch_size": 256, "n_epochs": 2, "num_envs": 64, "horizon": 16,
+                "group_size": 8},
+    # benchmarks/compare_ppo.py's laptop preset.
+    "laptop": {"n_blocks": 2, "channels": 32, "batch_size": 128, "n_epochs": 2, "num_envs": 64, "horizon": 16,
+               "group_size": 8},
+}
+ALGOS = ("grpo_games", "grpo_moves", "maskable_ppo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run (a smoke test of the script)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "learner_throughput.json")
+    args = parser.parse_args(argv)
+
+    load_before = os.getloadavg()
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "rows": []}
+    for name in args.configs:
+        cfg = dict(CONFIGS[name])
+        if args.quick:
+            cfg.update(num_envs=16, horizon=4, n_blocks=1, channels=8, batch_size=32, n_epochs=1)
+        for threads in args.threads:
+            updates = time_updates(cfg, ALGOS, threads, 1 if args.quick else args.rounds)
+            forward = time_forward(cfg, threads, 3 if args.quick else 20)
+            ppo = updates["maskable_ppo"]["samples_per_s"]
+            ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_s"] / ppo for algo in ALGOS[:2]}
+            report["rows"].append({"config": name, **cfg, "threads": threads, "updates": updates,
+                                   "ratios": ratios, "rollout_forward_ms": forward})
+            print(f"{name} threads={threads}: " + ", ".join(
+                f"{algo} {u['samples_per_s']:.0f} samples/s" for algo, u in updates.items())
+                + f" | grpo_moves {updates['grpo_moves']['candidates_per_s']:.0f} candidates/s"
+                + " | ratios " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+                + " | rollout forward ms " + ", ".join(f"{k} {v:.2f}" for k, v in forward.items()), flush=True)
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"load average before/after: {report['load_average']['before']} / {report['load_average']['after']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
