@@ -418,7 +418,10 @@ def report(preset: dict[str, Any], clean: Session, clean_dir: Path, sessions: li
         "wall_faulty_s": round(sum(s.wall_s for s in sessions), 1),
         "wall_overhead": round(sum(s.wall_s for s in sessions) / clean.wall_s - 1, 3),
         "memory_clean": _memory(clean),
-        "memory_faulty_longest": _memory(max(sessions, key=lambda s: len(s.samples))),
+        # The faulty session with the most training samples; which session that is depends on where the kills
+        # land on this machine's clock, and one killed early may have too few samples to measure.
+        "memory_faulty_longest": max((m for m in map(_memory, sessions) if m is not None),
+                                     key=lambda m: m["samples"], default=None),
         #: every memory sample: (seconds, trainer MB, engines MB, engine processes, log rows)
         "samples": {"clean": clean.samples, "faulty": [s.samples for s in sessions]},
     }
