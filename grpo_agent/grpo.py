@@ -38,7 +38,7 @@ from grpo_agent.guards import NonFiniteAction
 from grpo_agent.loss import minibatch_loss, reference_kl
 from grpo_agent.options import check_options
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
-from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
+from grpo_agent.rollout import CollectorSpec, GameGroupCollector, MoveGroupCollector, check_group_env
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 
@@ -311,25 +311,22 @@ class GRPO(BaseAlgorithm):
         self.kl_coef = FloatSchedule(self.kl_coef)
         self._make_collector()
 
+    def collector_spec(self) -> CollectorSpec:
+        """The settings of this run's collector (what a rollout worker builds its own from)."""
+        advantages = AdvantageConfig(
+            self.advantage, self.advantage_scale, self.advantage_eps, self.gamma,  # type: ignore[arg-type]
+            self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
+        )
+        return CollectorSpec(self.group_mode, self.group_size, self.horizon, advantages, self.train_plies,
+                             not self.sample_without_replacement, self.all_moves_weighting, self.dirichlet_alpha,
+                             self.dirichlet_frac)
+
     def _make_collector(self) -> None:
         """The rollout collector of the current env (none without an env)."""
         if self.env is None:
             self.collector, self.rollout_buffer = None, None  # type: ignore[assignment]
             return
-        advantages = AdvantageConfig(
-            self.advantage, self.advantage_scale, self.advantage_eps, self.gamma,  # type: ignore[arg-type]
-            self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
-        )
-        noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
-        if self.group_mode == "moves":
-            self.collector = MoveGroupCollector(
-                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device,
-                self.all_moves_weighting,
-            )
-        else:
-            self.collector = GameGroupCollector(
-                self.env, self.n_groups, self.group_size, self.horizon, advantages, self.train_plies, noise, self.device  # type: ignore[arg-type]
-            )
+        self.collector = self.collector_spec().build(self.env, self._noise_rng, self.device)  # type: ignore[arg-type]
         self.rollout_buffer = self.collector.buffer
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:

@@ -12,12 +12,13 @@ an env's boards.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch as th
 
+from grpo_agent.diagnostics import PolicyDiversity, SamplingHealth
 from grpo_agent.policies import GRPOPolicy
 from grpo_agent.rollout.noise import dirichlet_mix
 
@@ -148,11 +149,68 @@ def sample_policy(
     return PolicySample(actions, log_prob, log_p, policy_log_p)
 
 
-def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """``engine_evals`` (searches run) and ``engine_cache_hit_rate`` between two :meth:`GroupEnv.engine_stats`."""
-    hits = after["cache_hits"] - before["cache_hits"]
-    lookups = hits + after["cache_misses"] - before["cache_misses"]
-    stats = {"engine_evals": float(after["engine_calls"] - before["engine_calls"])}
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "engine_calls")
+
+
+def engine_counts(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The engine counters of :meth:`GroupEnv.engine_stats` used between ``before`` and ``after``."""
+    return {key: after[key] - before[key] for key in ENGINE_COUNTERS}
+
+
+def engine_delta(counts: dict[str, float]) -> dict[str, float]:
+    """``engine_evals`` (searches run) and ``engine_cache_hit_rate`` of :func:`engine_counts`."""
+    hits, lookups = counts["cache_hits"], counts["cache_hits"] + counts["cache_misses"]
+    stats = {"engine_evals": float(counts["engine_calls"])}
     if lookups > 0:
         stats["engine_cache_hit_rate"] = hits / lookups
     return stats
+
+
+@dataclass
+class PlayRecord:
+    """What a collector measured while playing a rollout into its buffer, besides the buffer itself.
+
+    A rollout spread over workers is played in shares, one record each; :func:`merge_records` adds them up so the
+    learner finishes the merged rollout exactly as it would have finished a local one.
+
+    :param timesteps: env steps played (``num_envs`` per vector step, as ``on_step`` counts them)
+    :param elapsed: seconds the play took
+    :param health: the sampling policy's entropy over the played plies
+    :param engine: :func:`engine_counts` of the play
+    :param extra: the collector's own measurements: arrays (concatenated when merged), numbers (summed) or a
+        :class:`~grpo_agent.diagnostics.PolicyDiversity` (merged)
+    """
+
+    timesteps: int
+    elapsed: float
+    health: SamplingHealth
+    engine: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_records(records: list[PlayRecord]) -> PlayRecord:
+    """One record of the shares ``records`` (in the order their groups take in the merged buffer); ``elapsed`` is
+    their sum, the time the workers were busy."""
+    if len(records) == 1:
+        return records[0]
+    health = SamplingHealth()
+    for record in records:
+        health.merge(record.health)
+    extra: dict[str, Any] = {}
+    for key, first in records[0].extra.items():
+        values = [record.extra[key] for record in records]
+        if isinstance(first, np.ndarray):
+            extra[key] = np.concatenate(values)
+        elif isinstance(first, PolicyDiversity):
+            extra[key] = PolicyDiversity()
+            for value in values:
+                extra[key].merge(value)
+        else:
+            extra[key] = sum(values)
+    return PlayRecord(
+        timesteps=sum(record.timesteps for record in records),
+        elapsed=sum(record.elapsed for record in records),
+        health=health,
+        engine={key: sum(record.engine[key] for record in records) for key in ENGINE_COUNTERS},
+        extra=extra,
+    )

@@ -13,7 +13,9 @@ from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer
 from grpo_agent.diagnostics import PolicyDiversity, SamplingHealth
 from grpo_agent.policies import GRPOPolicy
-from grpo_agent.rollout.base import DirichletNoise, GroupEnv, StepHook, engine_delta, sample_policy
+from grpo_agent.rollout.base import (
+    DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
+)
 
 TRAIN_PLIES = ("mover", "both")
 
@@ -84,6 +86,19 @@ class GameGroupCollector:
             of ``learn()``), to play from instead of resetting again
         :return: the rollout's statistics (``rollout/`` keys without the prefix), or None if ``on_step`` stopped it
         """
+        record = self.play(policy, temperature, base_temperature, on_step, start_obs)
+        return None if record is None else self.finish(record, temperature, record.elapsed)
+
+    def play(
+        self,
+        policy: GRPOPolicy,
+        temperature: float,
+        base_temperature: float,
+        on_step: StepHook,
+        start_obs: np.ndarray | None = None,
+    ) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`collect`); what a rollout worker
+        runs. None if ``on_step`` stopped it."""
         env, buffer = self.env, self.buffer
         policy.set_training_mode(False)
         buffer.reset()
@@ -94,6 +109,7 @@ class GameGroupCollector:
         masks = np.asarray(env.action_masks(), dtype=bool)
         first_mover = env.side_to_move()
         done = np.zeros(env.num_envs, dtype=bool)
+        steps = 0
         for step in range(self.horizon):
             active = ~done
             if not active.any():
@@ -129,15 +145,31 @@ class GameGroupCollector:
             )
             done |= np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
             obs, masks = new_obs, np.asarray(env.action_masks(), dtype=bool)
+            steps += 1
             if not on_step(env.num_envs, {"rewards": rewards, "dones": done, "actions": actions}):
                 return None
-        elapsed = max(time.perf_counter() - start, 1e-9)
+        return PlayRecord(
+            timesteps=env.num_envs * steps,
+            elapsed=max(time.perf_counter() - start, 1e-9),
+            health=health,
+            engine=engine_counts(engine_before, env.engine_stats()),
+            extra={"finished": done, "diversity": diversity},
+        )
+
+    def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
+        """Finish the rollout in :attr:`buffer` (played here, or merged from workers' shares) and return its
+        statistics.
+
+        :param record: the play's record (:func:`~grpo_agent.rollout.base.merge_records` of the shares')
+        :param temperature: the temperature the rollout was sampled at
+        :param wall: seconds the whole rollout took (the rate's denominator)
+        """
         stats = {
-            "plies_per_s": float(buffer.valid.sum() / elapsed),
-            "finished_frac": float(done.mean()),
+            "plies_per_s": float(self.buffer.valid.sum() / wall),
+            "finished_frac": float(record.extra["finished"].mean()),
             "temperature": temperature,
-            **health.stats(),
-            **engine_delta(engine_before, env.engine_stats()),
+            **record.health.stats(),
+            **engine_delta(record.engine),
         }
-        stats.update(buffer.finish(self.advantages, diversity))
+        stats.update(self.buffer.finish(self.advantages, record.extra["diversity"]))
         return {key: value for key, value in stats.items() if not math.isnan(value)}
