@@ -1,8 +1,13 @@
 """Rollouts on Ray actors: the local path's results with one worker, learn() through two, faults, a loopback cluster."""
 
 import os
+import secrets
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +30,7 @@ ray = pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 TINY = dict(features_extractor_kwargs=dict(n_blocks=1, channels=8))
+ROOT = Path(__file__).resolve().parent.parent
 #: statistics that are rates of the wall clock, or the backend's own counters: the rest must match the local path
 TIMING = {"plies_per_s", "scored_moves_per_s", "engine_wait_frac", "worker_restarts", "resubmitted_groups"}
 
@@ -178,3 +184,116 @@ def test_hung_worker_is_restarted(ray_local, tmp_path):
     assert model._ray_rollouts.worker_restarts == 1 and model._ray_rollouts.resubmitted_groups == 1
     model.close_rollout_workers()
     model.env.close()
+
+
+# -- a loopback cluster: ``ray start --head`` on 127.0.0.1, joined by ``grpo-chess train --backend ray`` ---------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses of the TCP sockets that ``pids`` listen on (from /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                hex_ip = cols[1].split(":")[0]
+                raw = bytes.fromhex(hex_ip)
+                # /proc stores each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                addresses.add(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words))
+    return addresses
+
+
+def is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
+
+
+@pytest.mark.slow
+def test_loopback_cluster_through_the_cli(tmp_path):
+    port = free_port()
+    # Ray's token authentication with a token of the test's own: a driver joining by explicit address only sends
+    # one with RAY_AUTH_MODE=token (the README's multi-node launch does the same).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    # Its own session folder, short: Ray's unix sockets live under it, and their paths have a 107-byte limit.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats", f"--ray-client-server-port={free_port()}",
+         f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        config = tmp_path / "tiny.yaml"
+        config.write_text(
+            "env: {num_envs: 8, reward_depth: 1, max_plies: 40}\n"
+            "algo: {policy: ChessResNetPolicy, group_size: 4, horizon: 4, batch_size: 16, n_epochs: 1, seed: 0,\n"
+            "       policy_kwargs: {features_extractor_kwargs: {n_blocks: 1, channels: 8}}}\n"
+            f"train: {{total_timesteps: 64, runs_dir: {tmp_path / 'runs'}, name: loop, checkpoint_every: 0,\n"
+            "        progress_bar: false}\n"
+        )
+        train = subprocess.Popen(
+            [sys.executable, "-m", "grpo_agent.cli", "train", "--config", str(config), "--wandb", "disabled",
+             "--backend", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        # While it trains, every socket the cluster's processes (its workers included) listen on is loopback.
+        deadline = time.monotonic() + 300
+        while train.poll() is None and time.monotonic() < deadline:
+            seen |= listening_addresses(process_tree(head.pid))
+            time.sleep(0.5)
+        if train.poll() is None:
+            train.kill()
+        output = train.communicate()[0]
+        assert train.returncode == 0, output[-3000:]
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert seen and all(is_loopback(a) for a in seen), seen
+    frame = pd.read_csv(next((tmp_path / "runs").glob("loop-*")) / "progress.csv")
+    assert len(frame) == 2 and (frame["rollout/worker_restarts"] == 0).all()
