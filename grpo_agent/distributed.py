@@ -2,7 +2,7 @@
 
 Rollouts are CPU-bound on Stockfish and python-chess, the update is one network's forward and backward passes,
 so the learner stays on the driver (on its GPU when it has one) and the games move to Ray actors, one
-:class:`RolloutWorker` per share of the cluster's CPUs. Each worker owns its ``ChessVectorEnv`` and Stockfish
+:class:`RolloutWorker` per ``cpus_per_worker`` CPUs of the cluster. Each worker owns its ``ChessVectorEnv`` and Stockfish
 pool (built inside the actor from the driver env's arguments, with its own seeds) and a CPU copy of the policy.
 
 One rollout (:meth:`RayRollouts.collect`):
@@ -13,7 +13,7 @@ One rollout (:meth:`RayRollouts.collect`):
    play it with the run's own collector (:meth:`~grpo_agent.rollout.GameGroupCollector.play`) and send back the
    played buffer and its :class:`~grpo_agent.rollout.PlayRecord`, gathered in completion order (``ray.wait``);
 3. the driver puts the shares into its buffer in share order and finishes the rollout there, as a local one
-   (statistics, dynamic sampling, advantages: the ``"rms"`` scale's running state lives on the learner).
+   (statistics, dynamic sampling, advantages: the ``"rms"`` scale is one over the whole rollout, not per share).
 
 With one worker and the same seed the rollout is the local path's, bit for bit: worker 0 plays every game of the
 driver's env with its seeds and continues the driver's torch generator.
@@ -60,9 +60,11 @@ class RayRolloutConfig:
     :param groups_per_worker: groups per share, the unit a worker plays and a fault resubmits (default ``None``:
         the rollout's groups split evenly over the workers, one share each); must divide the rollout's groups.
         Smaller shares balance uneven workers and lose less to a fault, at one round trip per share
-    :param timeout_s: seconds a share may run before its worker counts as hung and is restarted (default 600;
-        include the first rollout's start-up: a worker's env and engines are built before its first share)
+    :param timeout_s: seconds a share may run before its worker counts as hung and is restarted (default 600)
+    :param start_timeout_s: seconds a worker may take to start or restart (its env, engines and policy) before the
+        first rollout fails, or the restarted worker is dropped (default 600)
     :param max_restarts: restarts of each worker, by Ray, before it is dropped (default 3)
+    :param torch_threads: torch threads of each worker's policy (default 1: the engines get the other CPUs)
     """
 
     num_workers: int = 2
@@ -70,17 +72,20 @@ class RayRolloutConfig:
     engines_per_worker: int | None = None
     groups_per_worker: int | None = None
     timeout_s: float = 600.0
+    start_timeout_s: float = 600.0
     max_restarts: int = 3
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("num_workers", "engines_per_worker", "groups_per_worker"):
+        for name in ("num_workers", "engines_per_worker", "groups_per_worker", "torch_threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker!r}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
+        for name in ("timeout_s", "start_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -223,7 +228,7 @@ class RayRollouts:
         specs = [
             WorkerSpec(
                 index=i, num_envs=per_share * group_size, game_kwargs=dict(vector_env.game_kwargs),
-                engines=config.engines, threads=max(1, int(config.cpus_per_worker)), collector=collector_spec,
+                engines=config.engines, threads=config.torch_threads, collector=collector_spec,
                 policy_class=type(model.policy), policy_kwargs=dict(model.policy_kwargs),
                 observation_space=model.observation_space, action_space=model.action_space,
                 seed=_worker_seed(model.seed, i), torch_state=th.get_rng_state() if i == 0 else None,
@@ -236,12 +241,13 @@ class RayRollouts:
         try:
             # Started before the first share, so that a share's timeout measures its play, not the start-up.
             #: the workers' process ids
-            self.pids: list[int] = ray.get([worker.pid.remote() for worker in self.workers], timeout=config.timeout_s)
+            self.pids: list[int] = ray.get([worker.pid.remote() for worker in self.workers],
+                                           timeout=config.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
             self.shutdown()
             raise RuntimeError(
                 f"{config.num_workers} rollout workers of {config.cpus_per_worker} CPUs each did not start within "
-                f"timeout_s={config.timeout_s}; the cluster has {ray.cluster_resources().get('CPU', 0)} CPUs"
+                f"start_timeout_s={config.start_timeout_s}; the cluster has {ray.cluster_resources().get('CPU', 0)} CPUs"
             ) from None
         self.restarts = [0] * len(self.workers)
         self._dropped: set[int] = set()
@@ -253,8 +259,10 @@ class RayRollouts:
         self.worker_restarts = 0
         self.resubmitted_groups = 0
         self._rollout = 0
-        #: bytes of the latest rollout's weights in the object store (what each worker reads once)
+        #: bytes of the latest rollout's weights in the object store (what each worker reads once), and of the
+        #: played shares that came back
         self.weights_bytes = 0
+        self.shares_bytes = 0
 
     def collect(self, policy: GRPOPolicy, temperature: float, base_temperature: float,
                 on_step: Any) -> dict[str, float] | None:
@@ -318,6 +326,7 @@ class RayRollouts:
                     ray.kill(self.workers[w], no_restart=False)
                     self._lost(w, share, todo, f"ran past timeout_s={self.config.timeout_s}, killed")
         order = range(self.n_shares)
+        self.shares_bytes = sum(np.asarray(v).nbytes for played, _ in done.values() for v in played.values())
         self.collector.buffer.load_played([done[share][0] for share in order])
         record = merge_records([done[share][1] for share in order])
         stats = self.collector.finish(record, temperature, max(time.perf_counter() - start, 1e-9))
@@ -341,13 +350,14 @@ class RayRollouts:
             self._recovering[w] = (now, now + 0.5)
 
     def _probe(self, now: float) -> None:
-        """Ask the recovering workers that are due whether they are back; drop those gone past ``timeout_s``."""
+        """Ask the recovering workers that are due whether they are back; drop those gone past ``start_timeout_s``."""
+        limit = self.config.start_timeout_s
         for w, (lost_at, probe_at) in list(self._recovering.items()):
-            if now > lost_at + self.config.timeout_s:
+            if now > lost_at + limit:
                 del self._recovering[w]
-                self._drop(w, f"did not come back within timeout_s={self.config.timeout_s}")
+                self._drop(w, f"did not come back within start_timeout_s={limit}")
             elif probe_at <= now:
-                self._probes[self.workers[w].pid.remote()] = (w, lost_at + self.config.timeout_s)
+                self._probes[self.workers[w].pid.remote()] = (w, lost_at + limit)
                 self._recovering[w] = (lost_at, float("inf"))  # one probe at a time
 
     def _answered(self, ref: Any) -> list[int]:

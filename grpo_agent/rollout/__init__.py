@@ -2,6 +2,7 @@
 
 from grpo_agent.rollout.base import (
     GROUP_ENV_METHODS,
+    Collector,
     DirichletNoise,
     GroupEnv,
     PlayRecord,
@@ -17,6 +18,7 @@ from grpo_agent.rollout.spec import CollectorSpec
 
 __all__ = [
     "GROUP_ENV_METHODS",
+    "Collector",
     "CollectorSpec",
     "DirichletNoise",
     "GameGroupCollector",

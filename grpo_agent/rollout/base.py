@@ -214,3 +214,40 @@ def merge_records(records: list[PlayRecord]) -> PlayRecord:
         engine={key: sum(record.engine[key] for record in records) for key in ENGINE_COUNTERS},
         extra=extra,
     )
+
+
+class Collector:
+    """What both collectors share: a rollout is :meth:`play` (fill :attr:`buffer`, measure) then :meth:`finish`
+    (statistics, dynamic sampling, advantages). A rollout worker runs only :meth:`play`; the learner finishes."""
+
+    buffer: Any
+
+    def collect(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+                start_obs: np.ndarray | None = None) -> dict[str, float] | None:
+        """Play one rollout into :attr:`buffer` and finish it.
+
+        :param temperature: the sampling temperature (``base_temperature`` times any guard boost)
+        :param base_temperature: the configured temperature, at which the sampling policy's health is measured
+        :param on_step: called after every vector step with the plies played; False stops the rollout
+        :param start_obs: the observations of a reset the env has just done (SB3's ``reset()`` at the start of
+            ``learn()``), to play from instead of resetting again
+        :return: the rollout's statistics (``rollout/`` keys without the prefix), or None if ``on_step`` stopped it
+        """
+        record = self.play(policy, temperature, base_temperature, on_step, start_obs)
+        return None if record is None else self.finish(record, temperature, record.elapsed)
+
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (arguments of :meth:`collect`); None if
+        ``on_step`` stopped it."""
+        raise NotImplementedError
+
+    def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
+        """Finish the rollout in :attr:`buffer` (played here, or merged from workers' shares) and return its
+        statistics.
+
+        :param record: the play's record (:func:`merge_records` of the shares')
+        :param temperature: the temperature the rollout was sampled at
+        :param wall: seconds the whole rollout took (the rates' denominator)
+        """
+        raise NotImplementedError

@@ -14,13 +14,13 @@ from grpo_agent.buffers import GroupRolloutBuffer
 from grpo_agent.diagnostics import PolicyDiversity, SamplingHealth
 from grpo_agent.policies import GRPOPolicy
 from grpo_agent.rollout.base import (
-    DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
+    Collector, DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
 )
 
 TRAIN_PLIES = ("mover", "both")
 
 
-class GameGroupCollector:
+class GameGroupCollector(Collector):
     """Plays a group rollout: ``n_groups`` start positions x ``group_size`` games x up to ``horizon`` plies.
 
     Each rollout starts with a group reset (every member of a group from one position), then plays up to
@@ -69,36 +69,9 @@ class GameGroupCollector:
         """The options that make an SB3 ``reset()`` of the env this collector's group reset."""
         return {"groups": self.n_groups, "group_size": self.group_size}
 
-    def collect(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> dict[str, float] | None:
-        """Play one rollout into :attr:`buffer` and finish it.
-
-        :param temperature: the sampling temperature (``base_temperature`` times any guard boost)
-        :param base_temperature: the configured temperature, at which the sampling policy's health is measured
-        :param on_step: called after every vector step with the plies played; False stops the rollout
-        :param start_obs: the observations of a group reset the env has just done (SB3's ``reset()`` at the start
-            of ``learn()``), to play from instead of resetting again
-        :return: the rollout's statistics (``rollout/`` keys without the prefix), or None if ``on_step`` stopped it
-        """
-        record = self.play(policy, temperature, base_temperature, on_step, start_obs)
-        return None if record is None else self.finish(record, temperature, record.elapsed)
-
-    def play(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> PlayRecord | None:
-        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`collect`); what a rollout worker
-        runs. None if ``on_step`` stopped it."""
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`Collector.play`)."""
         env, buffer = self.env, self.buffer
         policy.set_training_mode(False)
         buffer.reset()
@@ -157,13 +130,7 @@ class GameGroupCollector:
         )
 
     def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
-        """Finish the rollout in :attr:`buffer` (played here, or merged from workers' shares) and return its
-        statistics.
-
-        :param record: the play's record (:func:`~grpo_agent.rollout.base.merge_records` of the shares')
-        :param temperature: the temperature the rollout was sampled at
-        :param wall: seconds the whole rollout took (the rate's denominator)
-        """
+        """Finish the rollout in :attr:`buffer` and return its statistics (see :meth:`Collector.finish`)."""
         stats = {
             "plies_per_s": float(self.buffer.valid.sum() / wall),
             "finished_frac": float(record.extra["finished"].mean()),

@@ -21,14 +21,14 @@ from grpo_agent.buffers import MoveGroupBuffer
 from grpo_agent.diagnostics import SamplingHealth
 from grpo_agent.policies import GRPOPolicy
 from grpo_agent.rollout.base import (
-    DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
+    Collector, DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
 )
 
 #: the most legal moves a chess position has: the width of a group of every legal move
 MAX_LEGAL_MOVES = 218
 
 
-class MoveGroupCollector:
+class MoveGroupCollector(Collector):
     """Plays a move-group rollout: ``horizon`` steps of ``num_envs`` games.
 
     Each step, for every game's current position: the engine starts valuing every legal move (one MultiPV search
@@ -85,28 +85,9 @@ class MoveGroupCollector:
         # time (its reward is not what move groups train on), so it is turned off for the games of this env.
         env.set_attr("shaping", False)  # type: ignore[attr-defined]
 
-    def collect(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> dict[str, float] | None:
-        """Play one rollout into :attr:`buffer` and finish it (see :meth:`GameGroupCollector.collect`)."""
-        record = self.play(policy, temperature, base_temperature, on_step, start_obs)
-        return None if record is None else self.finish(record, temperature, record.elapsed)
-
-    def play(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> PlayRecord | None:
-        """Play one rollout into :attr:`buffer` without finishing it (what a rollout worker runs); None if
-        ``on_step`` stopped it."""
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`Collector.play`)."""
         env, buffer = self.env, self.buffer
         policy.set_training_mode(False)
         buffer.reset()
@@ -148,7 +129,7 @@ class MoveGroupCollector:
         )
 
     def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
-        """Finish the rollout in :attr:`buffer` and return its statistics (see :meth:`GameGroupCollector.finish`)."""
+        """Finish the rollout in :attr:`buffer` and return its statistics (see :meth:`Collector.finish`)."""
         searched = engine_delta(record.engine)
         scored = record.extra["scored"]
         stats = {
