@@ -9,8 +9,8 @@ by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/p
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
   (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on the 200
   positions of the other 5%, which no walk starts from, and with ``--tune-puzzles CSV`` the puzzles of a set
-  generated apart from the shipped one (``python scripts/make_puzzles.py --seed 1 --out CSV ...``). Nothing held
-  out is looked at.
+  generated apart from the shipped one (``python scripts/make_puzzles.py --seed 1 --out CSV ...``), and
+  ``--games`` games against the random mover from those 200 positions. Nothing held out is looked at.
 * ``--eval heldout`` (for reporting): :class:`grpo_agent.evaluation.Evaluator` as ``grpo-chess eval`` runs it
   on held-out material: ACPL and best-move rate at depth 10 on 50 ``builtin:eval`` positions, the 100 shipped
   puzzles, and ``--games`` games against the random mover (score with its 95% Wilson interval).
@@ -115,15 +115,22 @@ def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: P
             if tune_puzzles is not None:
                 puzzles = evaluator.puzzles(model, read_puzzles(tune_puzzles))
                 out.update(tune_puzzles=puzzles.accuracy, tune_puzzles_by_theme=puzzles.by_theme)
+            if games:
+                match = evaluator.play_match(model, "random", games, tune[:TUNE_POSITIONS])
+                out.update(vs_random=_score(match), terminations=match.terminations)
             return out
         config = EvalConfig(opponents=("random",), games=games, acpl_positions=50, acpl_depth=10, puzzles=100)
         report = evaluator.evaluate(model, config, policy_name="pretrained")
-    stats = report.matches[0].stats
     return {"acpl": report.acpl.acpl, "best_move_rate": report.acpl.best_move_rate, "accuracy": report.acpl.accuracy,
             "puzzles": report.puzzles.accuracy, "puzzles_by_theme": report.puzzles.by_theme,
-            "vs_random": {"score": stats.score, "low": stats.score_low, "high": stats.score_high, "wins": stats.wins,
-                          "draws": stats.draws, "losses": stats.losses},
-            "terminations": report.matches[0].terminations, "seconds": report.seconds}
+            "vs_random": _score(report.matches[0]), "terminations": report.matches[0].terminations,
+            "seconds": report.seconds}
+
+
+def _score(match: Any) -> dict[str, float]:
+    stats = match.stats
+    return {"score": stats.score, "low": stats.score_low, "high": stats.score_high, "wins": stats.wins,
+            "draws": stats.draws, "losses": stats.losses}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -132,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PretrainConfig field")
     parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS (default 4x64)")
     parser.add_argument("--eval", choices=("tune", "heldout"), default="tune")
-    parser.add_argument("--games", type=int, default=40, help="games against the random mover (heldout)")
+    parser.add_argument("--games", type=int, default=40,
+                        help="games against the random mover (heldout: from builtin:eval; tune: from the tune positions)")
     parser.add_argument("--tune-puzzles", type=Path, default=None, help="a puzzle CSV apart from the shipped one (tune)")
     parser.add_argument("--prefix-of", type=Path, default=None, help="a larger dataset of the same settings")
     parser.add_argument("--label-only", action="store_true", help="build the dataset (to seed --prefix-of) and stop")
@@ -185,7 +193,8 @@ def table_row(result: dict[str, Any]) -> str:
     c, t, e = result["config"], result["train"], result["eval"]
     name = (f"{result['net']} d{c['depth']} n{c['n_positions']} e{c['epochs']} {c['targets']}"
             f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} walk {c['walk_plies']}/"
-            f"{c['walk_random']}{'' if c['mate_weight'] == 1 else ' mw' + str(c['mate_weight'])}")
+            f"{c['walk_random']}{'' if c['mate_weight'] == 1 else ' mw' + str(c['mate_weight'])}"
+            f"{' conv' + str(c['conversion']) if c.get('conversion') else ''}")
     cells = [name, f"{result['label_seconds']:.0f}{'*' if result['label_seconds_scaled'] else ''}",
              f"{t['train_seconds']:.0f}", f"{c['n_positions']}", f"{t['heldout_top1']:.3f}", f"{e['acpl']:.0f}",
              f"{e['best_move_rate']:.0%}"]
@@ -195,6 +204,9 @@ def table_row(result: dict[str, Any]) -> str:
     elif "tune_puzzles" in e:
         themes = e["tune_puzzles_by_theme"]
         cells += [f"{e['tune_puzzles']:.0%} (" + ", ".join(f"{t} {v['accuracy']:.0%}" for t, v in themes.items()) + ")"]
+    if "puzzles" not in e and "vs_random" in e:
+        vs = e["vs_random"]
+        cells += [f"{vs['score']:.2f} [{vs['low']:.2f}, {vs['high']:.2f}] ({vs['wins']}/{vs['draws']}/{vs['losses']})"]
     return "| " + " | ".join(cells) + " |"
 
 

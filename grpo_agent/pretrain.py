@@ -79,6 +79,9 @@ class PretrainConfig:
     :param walk_plies: (data) plies walked from each start; every position on the walk is labelled
     :param walk_random: (data) probability that a walk's move is uniformly random (a likely blunder)
     :param walk_temperature: (data) temperature, in value units, of the engine-guided walk moves
+    :param conversion: (data) share of the walks that are conversion games, the engine-guided mover against a
+        uniformly random one, labelled on the engine-guided side only (see :mod:`grpo_agent.pretrain_data`)
+    :param conversion_plies: (data) plies of a conversion game at most (it ends earlier at mate or a draw)
     :param depth: (data) Stockfish depth of the MultiPV search labelling a position
     :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
     :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
@@ -103,6 +106,8 @@ class PretrainConfig:
     walk_plies: int = 8
     walk_random: float = 0.2
     walk_temperature: float = 0.1
+    conversion: float = 0.0
+    conversion_plies: int = 120
     depth: int = 4
     seed: int = 0
     targets: str = "soft"
@@ -129,14 +134,15 @@ class PretrainConfig:
             raise ValueError(f"positions must be a load_positions spec or a list of them, got {self.positions!r}")
         for name in ("n_positions", "depth", "epochs", "batch_size", "evals_per_epoch", "patience"):
             _integer(name, getattr(self, name), 1)
-        for name in ("walk_plies", "seed"):
+        for name in ("walk_plies", "conversion_plies", "seed"):
             _integer(name, getattr(self, name), 0)
         if self.engine_processes is not None:
             _integer("engine_processes", self.engine_processes, 1)
         for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
-        _number("walk_random", self.walk_random, lambda v: 0 <= v <= 1, "in [0, 1]")
+        for name in ("walk_random", "conversion"):
+            _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
         for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:

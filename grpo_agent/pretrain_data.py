@@ -9,6 +9,13 @@ random moves are blunders, and the positions right after them are where tactics 
 engine-guided mover, not the policy being trained (whose initial moves are uniformly random anyway).
 Positions repeated (same EPD), finished, or with a single legal move are not kept.
 
+**Conversion walks.** A share ``conversion`` of the walks are games of ``conversion_plies`` plies at most
+between the engine-guided mover (the strong side, either colour) and a uniformly random one, and only the
+strong side's positions are labelled (the random side's move is played straight after, unsearched). Such a
+game ends in mate far more often than a short walk: the positions before the mate are the mate-in-one and
+mate-in-two positions that short walks almost never reach (0.4% of their positions have a forced mate), and
+they are what a policy meets when it has to win, not draw, a won game against a weak mover.
+
 **Labels.** :meth:`chess_env.engine.StockfishPool.submit_moves` scores every legal move with one MultiPV
 search at ``depth``; each score, from the mover's point of view, becomes a value ``v`` in ``[-1, 1]`` with
 :func:`chess_env.rewards.score_value` (``"winprob"``) and is kept with its mate distance ``m`` (``+n``: the
@@ -125,6 +132,8 @@ def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dic
         "positions_sha256": hashlib.sha256("\n".join(starts).encode()).hexdigest(),
         **{name: getattr(config, name) for name in
            ("n_positions", "walk_plies", "walk_random", "walk_temperature", "depth", "seed")},
+        # Only when used, so the keys of the datasets built before conversion walks existed still match.
+        **{name: getattr(config, name) for name in ("conversion", "conversion_plies") if config.conversion > 0},
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
 
@@ -144,6 +153,7 @@ class _Walk:
 
     board: chess.Board
     id: int
+    conversion: bool = False
     plies: int = 0
     kept: int = 0
 
@@ -167,7 +177,21 @@ class _Walks:
         if not self.order:
             self.order = list(self.rng.permutation(len(self.starts)))
         self.n_walks += 1
-        return _Walk(chess.Board(self.starts[self.order.pop()]), self.n_walks - 1)
+        walk = _Walk(chess.Board(self.starts[self.order.pop()]), self.n_walks - 1)
+        # The draw only when conversion walks are asked for, so the walks of conversion=0 are unchanged.
+        if self.config.conversion > 0 and self.rng.random() < self.config.conversion:
+            walk.conversion = True
+            if self.rng.random() < 0.5:  # the random side moves first: the strong side is the other colour
+                self._random_move(walk)
+                if game_outcome(walk.board) is not None:  # that move ended the game: the strong side starts
+                    walk.board.pop()
+                    walk.plies -= 1
+        return walk
+
+    def _random_move(self, walk: _Walk) -> None:
+        moves = list(walk.board.legal_moves)
+        walk.board.push(moves[int(self.rng.integers(len(moves)))])
+        walk.plies += 1
 
     def record(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore]) -> np.ndarray:
         """Keep the labels of the walk's position unless it was seen before or has a single legal move;
@@ -187,23 +211,28 @@ class _Walks:
             walk.kept += 1
         return values
 
-    def step(self, board: chess.Board, values: np.ndarray) -> chess.Move:
-        """The walk's next move: uniformly random with probability ``walk_random``, else engine-guided."""
+    def step(self, board: chess.Board, values: np.ndarray, guided: bool = False) -> chess.Move:
+        """The walk's next move: uniformly random with probability ``walk_random`` (never when ``guided``),
+        else engine-guided."""
         moves = list(board.legal_moves)
-        if self.rng.random() < self.config.walk_random:
+        if not guided and self.rng.random() < self.config.walk_random:
             return moves[int(self.rng.integers(len(moves)))]
         weights = np.exp((values - values.max()) / self.config.walk_temperature)
         return moves[int(self.rng.choice(len(moves), p=weights / weights.sum()))]
 
     def advance(self, walk: _Walk, values: np.ndarray) -> _Walk:
-        """Play one move of ``walk``, or start a new walk when it is long enough or its game is over.
+        """Play one move of ``walk`` (and, in a conversion walk, the random reply), or start a new walk when it
+        is long enough or its game is over.
 
         Raises:
             ValueError: so many walks in a row kept nothing that the starts cannot give ``n_positions``.
         """
-        if walk.plies < self.config.walk_plies:
-            walk.board.push(self.step(walk.board, values))
+        plies = self.config.conversion_plies if walk.conversion else self.config.walk_plies
+        if walk.plies < plies:
+            walk.board.push(self.step(walk.board, values, guided=walk.conversion))
             walk.plies += 1
+            if walk.conversion and game_outcome(walk.board) is None:
+                self._random_move(walk)
             if game_outcome(walk.board) is None:
                 return walk
         self.barren = 0 if walk.kept else self.barren + 1

@@ -70,7 +70,7 @@ def synthetic(n: int) -> LabelledPositions:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("n_positions", 0), ("depth", 0), ("depth", 2.5), ("targets", "argmax"), ("label_temperature", 0.0),
-     ("heldout_frac", 1.0), ("walk_random", -0.1), ("lr", "fast"), ("epochs", True), ("lr_schedule", "step"),
+     ("heldout_frac", 1.0), ("walk_random", -0.1), ("conversion", 1.5), ("conversion_plies", -1), ("lr", "fast"), ("epochs", True), ("lr_schedule", "step"),
      ("engine_processes", 0), ("weight_decay", -1.0), ("positions", [])],
 )
 def test_bad_config_values_raise_naming_them(field, value):
@@ -207,6 +207,34 @@ def test_engine_best_moves_are_mates_where_a_mate_in_one_exists(pool, tmp_path):
     best = data.actions[data.best()]
     assert decode_action(board, int(best[0])) == chess.Move.from_uci("a1a8")
     assert data.mates[data.best()][0] == 1
+
+
+@needs_stockfish
+def test_conversion_walks_label_the_engine_side_only_and_reach_its_mates(tmp_path, pool):
+    # White has king, queen and rook against a bare king: when White is the engine side, its games end in mate.
+    starts = ["7k/8/8/8/8/8/8/1RQ1K3 w - - 0 1", "k7/8/8/8/8/8/8/4KQR1 w - - 0 1", "8/8/3k4/8/8/8/8/Q3K2R w - - 0 1",
+              "8/8/8/8/5k2/8/8/RQ2K3 w - - 0 1"]
+    (tmp_path / "starts.fen").write_text("\n".join(starts) + "\n")
+    config = PretrainConfig(**{**SMALL, "positions": str(tmp_path / "starts.fen"), "n_positions": 1500, "depth": 2,
+                               "conversion": 1.0, "conversion_plies": 40})
+    data = LabelledPositions.load(build_dataset(config, pool, tmp_path / "run"))
+    turns = np.array([chess.Board(fen).turn for fen in data.fens])
+    mover_mates = np.maximum.reduceat(data.mates, data.offsets[:-1])
+    sides = {}
+    for walk in np.unique(data.walks):
+        rows = data.walks == walk
+        assert len(set(turns[rows])) == 1, "a conversion walk labels the positions of one side only"
+        sides[walk] = turns[rows][0]
+    assert set(sides.values()) == {chess.WHITE, chess.BLACK}  # the engine side is either colour
+    assert (mover_mates[turns == chess.WHITE] == 1).any()  # White to mate in one: the game was being won
+    assert (mover_mates[turns == chess.BLACK] <= 0).all()  # a bare king mates nobody
+    # Plain walks are unchanged by the new settings while conversion is 0 (no extra random draws).
+    plain = PretrainConfig(**{**SMALL, "positions": str(tmp_path / "starts.fen")})
+    tweaked = dataclasses.replace(plain, conversion_plies=7)
+    for field in dataclasses.fields(LabelledPositions):
+        np.testing.assert_array_equal(getattr(LabelledPositions.load(build_dataset(plain, pool, tmp_path / "a")), field.name),
+                                      getattr(LabelledPositions.load(build_dataset(tweaked, pool, tmp_path / "b")), field.name))
+    assert stored_key(tmp_path / "a" / DATASET_FILE) == stored_key(tmp_path / "b" / DATASET_FILE)
 
 
 @needs_stockfish
