@@ -96,6 +96,9 @@ class ChessVectorEnv(VectorEnv):
         if "engine" in env_kwargs:
             raise ValueError("pass the shared pool as engine=..., once, to ChessVectorEnv")
         self.num_envs = int(num_envs)
+        #: the :class:`ChessEnv` arguments every game was built with: what builds a copy of these games elsewhere
+        #: (a rollout worker on another machine starts its own pool, so the engine is not among them)
+        self.game_kwargs: dict[str, Any] = dict(env_kwargs)
         self.metadata = dict(ChessEnv.metadata)
         self.autoreset_mode = autoreset_mode
         self._engine = engine

@@ -161,6 +161,24 @@ class GroupRolloutBuffer(BaseBuffer):
         if self.pos == self.buffer_size:
             self.full = True
 
+    #: what a rollout writes (the rest :meth:`finish` computes): the fields a rollout worker sends back
+    PLAYED = ("observations", "actions", "rewards", "log_probs", "action_masks", "valid", "trained", "noisy", "signs")
+
+    def played(self) -> dict[str, np.ndarray | int]:
+        """The played, unfinished rollout: :attr:`PLAYED` and ``pos``, the masks bit-packed (8x smaller to send)."""
+        return _pack({name: getattr(self, name) for name in self.PLAYED}, self.pos)
+
+    def load_played(self, parts: list[dict[str, np.ndarray | int]]) -> None:
+        """Fill the buffer with workers' :meth:`played` shares, each share's groups after the previous one's (their
+        group counts must add up to ``n_groups``); then :meth:`finish` it as a rollout played here."""
+        self.reset()
+        for name in self.PLAYED:
+            setattr(self, name, _fit(name, np.concatenate([_unpack(part, name, self.mask_dims) for part in parts]),
+                                     getattr(self, name).shape))
+        # A share whose games all ended early stopped before the others; its later plies are pads already.
+        self.pos = max(int(part["pos"]) for part in parts)
+        self.full = self.pos == self.buffer_size
+
     def compute_advantages(
         self,
         advantage: AdvantageMode = "step",
@@ -360,6 +378,29 @@ class MoveGroupBuffer(BaseBuffer):
         self.pos += 1
         self.full = self.pos == self.buffer_size
 
+    PLAYED = ("observations", "action_masks", "actions", "log_probs", "values", "candidates", "noisy")
+
+    def played(self) -> dict[str, np.ndarray | int]:
+        """The played rollout's rows (see :meth:`GroupRolloutBuffer.played`)."""
+        n = self.pos * self.n_envs
+        return _pack({name: getattr(self, name)[:n] for name in self.PLAYED}, self.pos)
+
+    def load_played(self, parts: list[dict[str, np.ndarray | int]]) -> None:
+        """Fill the buffer with workers' :meth:`played` shares of the same number of steps: at each step, the
+        positions of the first share, then those of the next (their games add up to ``n_envs``)."""
+        self.reset()
+        steps = {int(part["pos"]) for part in parts}
+        if len(steps) != 1:
+            raise ValueError(f"move-group shares must have played the same number of steps, got {sorted(steps)}")
+        self.pos = steps.pop()
+        n = self.pos * self.n_envs
+        for name in self.PLAYED:
+            # Rows are step-major: put the shares side by side within each step.
+            rows = [_unpack(part, name, int(self.action_space.n)) for part in parts]
+            by_step = np.concatenate([r.reshape(self.pos, -1, *r.shape[1:]) for r in rows], axis=1)
+            getattr(self, name)[:n] = _fit(name, by_step.reshape(-1, *by_step.shape[2:]), getattr(self, name)[:n].shape)
+        self.full = self.pos == self.buffer_size
+
     def finish(self, config: AdvantageConfig, weighting: str = "uniform", sampled: bool = True) -> dict[str, float]:
         """Finish the rollout in one pass: statistics, dynamic sampling, advantages and loss weights.
 
@@ -433,3 +474,23 @@ class MoveGroupBuffer(BaseBuffer):
             weights=self.to_torch(self.weights[cols]),
             noisy=th.as_tensor(self.noisy[batch_inds], device=self.device),
         )
+
+
+def _pack(fields: dict[str, np.ndarray], pos: int) -> dict[str, np.ndarray | int]:
+    """A buffer's played fields for sending: bool masks bit-packed on their last axis."""
+    out: dict[str, np.ndarray | int] = dict(fields)
+    out["action_masks"] = np.packbits(fields["action_masks"], axis=-1)
+    out["pos"] = pos
+    return out
+
+
+def _unpack(part: dict[str, np.ndarray | int], name: str, n_actions: int) -> np.ndarray:
+    value = np.asarray(part[name])
+    return np.unpackbits(value, axis=-1, count=n_actions).astype(bool) if name == "action_masks" else value
+
+
+def _fit(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` if it has this buffer's ``shape``; the shares of a rollout that do not add up to it are refused."""
+    if value.shape != shape:
+        raise ValueError(f"the shares' {name} add up to shape {value.shape}, this buffer holds {shape}")
+    return value

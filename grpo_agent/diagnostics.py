@@ -271,6 +271,11 @@ class PolicyDiversity:
         self._kl_sum += float(kl[counted].sum())
         self._count += int(counted.sum())
 
+    def merge(self, other: PolicyDiversity) -> None:
+        """Add what ``other`` counted (the groups of another worker's share of the rollout)."""
+        self._kl_sum += other._kl_sum
+        self._count += other._count
+
     @property
     def count(self) -> int:
         """(board, ply) cells with at least two valid trajectories added so far."""
@@ -456,6 +461,11 @@ class SamplingHealth:
             entropy, n_legal = entropy[keep], n_legal[keep]
         self._entropy.append(_np(entropy, np.float64))
         self._n_legal.append(_np(n_legal, np.float64))
+
+    def merge(self, other: SamplingHealth) -> None:
+        """Add the plies ``other`` was fed (another worker's share of the rollout)."""
+        self._entropy.extend(other._entropy)
+        self._n_legal.extend(other._n_legal)
 
     def stats(self) -> dict[str, float]:
         """``entropy`` (mean nats over the added plies) and ``entropy_norm``; ``nan`` when nothing was added."""

@@ -34,11 +34,12 @@ from grpo_agent import resume
 from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
+from grpo_agent.distributed import RayRollouts
 from grpo_agent.guards import NonFiniteAction
 from grpo_agent.loss import minibatch_loss, reference_kl
-from grpo_agent.options import check_options
+from grpo_agent.options import check_backend, check_options
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
-from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
+from grpo_agent.rollout import CollectorSpec, GameGroupCollector, MoveGroupCollector, check_group_env
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 
@@ -110,6 +111,12 @@ class GRPO(BaseAlgorithm):
     :param max_nonfinite: a minibatch with a non-finite loss or gradient norm is skipped (no optimizer step);
         this many in a row save ``guard_stop_<timesteps>.zip`` and end ``learn()`` with the offending
         statistics (default 3)
+    :param rollout_backend: ``"local"`` (default: rollouts on ``env``, here) or ``"ray"`` (on Ray actors with games
+        built from ``env``'s arguments, the update here; :mod:`grpo_agent.distributed`; Ray starts locally at the
+        first rollout unless this process is connected to one)
+    :param num_rollout_workers: Ray rollout workers (default 2)
+    :param rollout_options: the Ray backend's other settings (default ``None``: its defaults), fields of
+        :class:`grpo_agent.distributed.RayRolloutConfig` (``cpus_per_worker``, ``groups_per_worker``, ...)
     :param n_envs: number of games when ``env`` is an id string
     :param env_kwargs: keyword arguments of the env when ``env`` is an id string
     :param tensorboard_log: tensorboard log folder (``None`` = none)
@@ -180,6 +187,9 @@ class GRPO(BaseAlgorithm):
         dirichlet_alpha: float = 0.3,
         dirichlet_frac: float = 0.0,
         max_nonfinite: int = 3,
+        rollout_backend: str = "local",
+        num_rollout_workers: int = 2,
+        rollout_options: dict[str, Any] | None = None,
         n_envs: int = 64,
         env_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
@@ -191,6 +201,7 @@ class GRPO(BaseAlgorithm):
     ):
         check_options(group_mode, group_size, horizon, n_epochs, batch_size, n_envs, temperature, train_plies,
                        kl_estimator, ref_update_interval, max_grad_norm, target_kl, dirichlet_frac, dirichlet_alpha)
+        check_backend(rollout_backend, num_rollout_workers, rollout_options)
         # Validated here, built for the collector in _setup_model (the flat values are what a save keeps).
         AdvantageConfig(advantage, advantage_scale, advantage_eps, gamma, loss_aggregation,  # type: ignore[arg-type]
                         drop_zero_std_groups, zero_std_tol)
@@ -255,6 +266,11 @@ class GRPO(BaseAlgorithm):
         self.dirichlet_alpha = float(dirichlet_alpha)
         self.dirichlet_frac = float(dirichlet_frac)
         self.guard_save_dir = guard_save_dir
+        self.rollout_backend = rollout_backend
+        self.num_rollout_workers = int(num_rollout_workers)
+        self.rollout_options = dict(rollout_options or {})
+        #: the Ray workers, started at the first rollout (None: local rollouts, or not started yet)
+        self._ray_rollouts: RayRollouts | None = None
         self._noise_rng = np.random.default_rng(seed)
         #: rollouts collected so far (drives the reference refresh)
         self.n_rollouts = 0
@@ -311,36 +327,34 @@ class GRPO(BaseAlgorithm):
         self.kl_coef = FloatSchedule(self.kl_coef)
         self._make_collector()
 
+    def collector_spec(self) -> CollectorSpec:
+        """The settings of this run's collector (what a rollout worker builds its own from)."""
+        advantages = AdvantageConfig(
+            self.advantage, self.advantage_scale, self.advantage_eps, self.gamma,  # type: ignore[arg-type]
+            self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
+        )
+        return CollectorSpec(self.group_mode, self.group_size, self.horizon, advantages, self.train_plies,
+                             not self.sample_without_replacement, self.all_moves_weighting, self.dirichlet_alpha,
+                             self.dirichlet_frac)
+
     def _make_collector(self) -> None:
         """The rollout collector of the current env (none without an env)."""
         if self.env is None:
             self.collector, self.rollout_buffer = None, None  # type: ignore[assignment]
             return
-        advantages = AdvantageConfig(
-            self.advantage, self.advantage_scale, self.advantage_eps, self.gamma,  # type: ignore[arg-type]
-            self.loss_aggregation, self.drop_zero_std_groups, self.zero_std_tol,  # type: ignore[arg-type]
-        )
-        noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, self._noise_rng) if self.dirichlet_frac > 0 else None
-        if self.group_mode == "moves":
-            self.collector = MoveGroupCollector(
-                self.env, self.horizon, self.group_size, advantages, not self.sample_without_replacement, noise, self.device,
-                self.all_moves_weighting,
-            )
-        else:
-            self.collector = GameGroupCollector(
-                self.env, self.n_groups, self.group_size, self.horizon, advantages, self.train_plies, noise, self.device  # type: ignore[arg-type]
-            )
+        self.collector = self.collector_spec().build(self.env, self._noise_rng, self.device)  # type: ignore[arg-type]
         self.rollout_buffer = self.collector.buffer
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """SB3's ``set_env``, then a collector for the new env (which must implement the group-rollout protocol)."""
         super().set_env(env, force_reset)
         check_group_env(self.env)
+        self.close_rollout_workers()  # they play the old env's games
         self._make_collector()
 
     def _excluded_save_params(self) -> list[str]:
         # The collector holds the env and the buffer; both are rebuilt from the saved settings.
-        return [*super()._excluded_save_params(), "collector", "_fresh_obs", "_resume_state"]
+        return [*super()._excluded_save_params(), "collector", "_fresh_obs", "_resume_state", "_ray_rollouts"]
 
     def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
         """SB3's ``save``, plus the generators, the env's games and the rollback snapshots that an exact resume
@@ -415,7 +429,13 @@ class GRPO(BaseAlgorithm):
 
         self._rollout_temperature = self.guardrails.temperature(self.temperature)
         start_obs, self._fresh_obs = self._fresh_obs, None
-        stats = self.collector.collect(self.policy, self._rollout_temperature, self.temperature, on_step, start_obs)
+        if self.rollout_backend == "ray":
+            # The workers play their own games; the driver env's reset in _setup_learn only gave SB3 its first obs.
+            if self._ray_rollouts is None:
+                self._ray_rollouts = RayRollouts(self)
+            stats = self._ray_rollouts.collect(self.policy, self._rollout_temperature, self.temperature, on_step)
+        else:
+            stats = self.collector.collect(self.policy, self._rollout_temperature, self.temperature, on_step, start_obs)
         if stats is None:
             return False
         for key, value in stats.items():
@@ -424,6 +444,12 @@ class GRPO(BaseAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def close_rollout_workers(self) -> None:
+        """Stop the Ray rollout workers, if any were started (a later rollout starts new ones)."""
+        if self._ray_rollouts is not None:
+            self._ray_rollouts.shutdown()
+            self._ray_rollouts = None
 
     # -- guards ------------------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from grpo_agent.distributed import ROLLOUT_BACKENDS, RayRolloutConfig, require_ray
 from grpo_agent.loss import KL_ESTIMATORS
 
 GROUP_MODES = ("games", "moves")
@@ -38,3 +41,13 @@ def check_options(
         raise ValueError(f"dirichlet_frac must be in [0, 1], got {dirichlet_frac}")
     if not dirichlet_alpha > 0:
         raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
+
+
+def check_backend(rollout_backend: str, num_rollout_workers: int, rollout_options: dict[str, Any] | None) -> None:
+    """Refuse a rollout backend, worker count or Ray option out of range now, not at the first rollout; and the Ray
+    backend where Ray is not installed."""
+    if rollout_backend not in ROLLOUT_BACKENDS:
+        raise ValueError(f"rollout_backend must be one of {ROLLOUT_BACKENDS}, got {rollout_backend!r}")
+    RayRolloutConfig.from_options(num_rollout_workers, rollout_options)
+    if rollout_backend == "ray":
+        require_ray()

@@ -1,9 +1,17 @@
 """Shared test set-up and helpers (``from conftest import ...``: pytest puts this folder on the path)."""
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Before anything imports Ray (it reads them then): no usage reports, and every Ray listener on 127.0.0.1. Ray
+# binds its servers to the node's address, which on Linux is the outward one even when 127.0.0.1 is asked for
+# (``ray start --node-ip-address=127.0.0.1`` resolves it back); this switch, meant for laptops, makes the node
+# address the loopback one. The tests' Ray and their ``ray start`` clusters are reachable from this machine only.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from chess_env.engine import EngineNotFoundError, find_stockfish
 
@@ -49,6 +57,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole run (2 CPUs, no dashboard), shut down at the end."""
+    import ray
+
+    from grpo_agent.distributed import init_ray
+
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ BENCHMARKS = {
     "throughput": ("env_throughput", "env plies/s with and without Stockfish shaping"),
     "engine": ("engine_fastpath", "the Stockfish pool: reset cost, raw pipe vs python-chess, scaling"),
     "multipv": ("engine_multipv", "scoring every legal move: one MultiPV search vs one search per child"),
+    "ray": ("ray_rollouts", "rollouts on 1 and 2 Ray workers vs the local path, transfer, a scaling model"),
 }
 SWEEP = "ablation"
 # The checkout's root: grpo_agent/cli/bench.py -> grpo_agent/cli -> grpo_agent -> root.

@@ -46,10 +46,15 @@ SUMMARY_KEYS = (
 )
 
 
-def _make_env(env_cfg: dict[str, Any]) -> ChessVectorEnv:
-    """The config's env; a value it refuses (a bad FEN, size, opponent, engine path) is a :class:`ConfigError`."""
+def _make_env(env_cfg: dict[str, Any], ray_backend: bool = False) -> ChessVectorEnv:
+    """The config's env; a value it refuses (a bad FEN, size, opponent, engine path) is a :class:`ConfigError`.
+
+    With the Ray backend this env only describes the games (the workers build their own, with their own pools),
+    so it gets one engine process instead of one per core."""
     cfg = dict(env_cfg)
     num_envs = cfg.pop("num_envs", 64)
+    if ray_backend:
+        cfg["engine_processes"] = 1
     try:
         return ChessVectorEnv(num_envs, **cfg)
     except (ValueError, OSError, EnginePoolError) as exc:  # EngineNotFoundError is an OSError
@@ -125,7 +130,9 @@ def _build_model(config: dict[str, Any], env: ChessVectorEnv, resume_from: Path 
     algo = {k: parse_schedule(v) if k in SCHEDULE_KEYS else v for k, v in config["algo"].items()}
     try:
         if resume_from is not None:
-            return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
+            # Where rollouts run is the session's choice (this machine, this cluster), not the checkpoint's.
+            backend = {key: algo[key] for key in ("rollout_backend", "num_rollout_workers", "rollout_options") if key in algo}
+            return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"), **backend)
         policy = algo.pop("policy", "ChessResNetPolicy")
         return GRPO(policy, env, **algo)
     except ValueError as exc:
@@ -228,7 +235,17 @@ def run_train(args: argparse.Namespace) -> int:
     if train_cfg["evaluate"] not in ("none", *PRESETS):
         raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
     torch.set_num_threads(int(train_cfg["torch_threads"]))
-    env = _make_env(config["env"])
+    if args.backend is not None:
+        config["algo"]["rollout_backend"] = args.backend
+    if args.workers is not None:
+        config["algo"]["num_rollout_workers"] = args.workers
+    ray_backend = config["algo"].get("rollout_backend") == "ray"
+    if ray_backend:
+        from grpo_agent.distributed import init_ray
+
+        init_ray(args.address)
+    env = _make_env(config["env"], ray_backend)
+    model = None
     try:
         model = _build_model(config, env, resume_from)
         run_dir.mkdir(parents=True, exist_ok=resume_from is not None)  # now: a refused config leaves no folder
@@ -261,6 +278,8 @@ def run_train(args: argparse.Namespace) -> int:
         save_model(model, run_dir / "final_model.zip")
         model.logger.close()
     finally:
+        if model is not None:
+            model.close_rollout_workers()
         env.close()
     plot_run(run_dir)
     _summary(run_dir, wall, model, _evaluate_stages(run_dir, train_cfg))
@@ -275,4 +294,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--init", metavar="MODEL.zip", default=None,
                         help="start from a pretrained model (grpo-chess pretrain); it is also the KL reference")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    parser.add_argument("--backend", choices=("local", "ray"), default=None,
+                        help="where rollouts are played (default: the config's algo.rollout_backend, else local)")
+    parser.add_argument("--address", default=None, metavar="HOST:PORT",
+                        help="with --backend ray: the Ray cluster to join ('auto': the one this machine belongs to; "
+                             "default: start a local Ray)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="with --backend ray: rollout workers (the config's algo.num_rollout_workers)")
     return parser

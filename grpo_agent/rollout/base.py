@@ -12,12 +12,13 @@ an env's boards.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch as th
 
+from grpo_agent.diagnostics import PolicyDiversity, SamplingHealth
 from grpo_agent.policies import GRPOPolicy
 from grpo_agent.rollout.noise import dirichlet_mix
 
@@ -148,11 +149,105 @@ def sample_policy(
     return PolicySample(actions, log_prob, log_p, policy_log_p)
 
 
-def engine_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """``engine_evals`` (searches run) and ``engine_cache_hit_rate`` between two :meth:`GroupEnv.engine_stats`."""
-    hits = after["cache_hits"] - before["cache_hits"]
-    lookups = hits + after["cache_misses"] - before["cache_misses"]
-    stats = {"engine_evals": float(after["engine_calls"] - before["engine_calls"])}
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "engine_calls")
+
+
+def engine_counts(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The engine counters of :meth:`GroupEnv.engine_stats` used between ``before`` and ``after``."""
+    return {key: after[key] - before[key] for key in ENGINE_COUNTERS}
+
+
+def engine_delta(counts: dict[str, float]) -> dict[str, float]:
+    """``engine_evals`` (searches run) and ``engine_cache_hit_rate`` of :func:`engine_counts`."""
+    hits, lookups = counts["cache_hits"], counts["cache_hits"] + counts["cache_misses"]
+    stats = {"engine_evals": float(counts["engine_calls"])}
     if lookups > 0:
         stats["engine_cache_hit_rate"] = hits / lookups
     return stats
+
+
+@dataclass
+class PlayRecord:
+    """What a collector measured while playing a rollout into its buffer, besides the buffer itself.
+
+    A rollout spread over workers is played in shares, one record each; :func:`merge_records` adds them up so the
+    learner finishes the merged rollout exactly as it would have finished a local one.
+
+    :param timesteps: env steps played (``num_envs`` per vector step, as ``on_step`` counts them)
+    :param elapsed: seconds the play took
+    :param health: the sampling policy's entropy over the played plies
+    :param engine: :func:`engine_counts` of the play
+    :param extra: the collector's own measurements: arrays (concatenated when merged), numbers (summed) or a
+        :class:`~grpo_agent.diagnostics.PolicyDiversity` (merged)
+    """
+
+    timesteps: int
+    elapsed: float
+    health: SamplingHealth
+    engine: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_records(records: list[PlayRecord]) -> PlayRecord:
+    """One record of the shares ``records`` (in the order their groups take in the merged buffer); ``elapsed`` is
+    their sum, the time the workers were busy."""
+    if len(records) == 1:
+        return records[0]
+    health = SamplingHealth()
+    for record in records:
+        health.merge(record.health)
+    extra: dict[str, Any] = {}
+    for key, first in records[0].extra.items():
+        values = [record.extra[key] for record in records]
+        if isinstance(first, np.ndarray):
+            extra[key] = np.concatenate(values)
+        elif isinstance(first, PolicyDiversity):
+            extra[key] = PolicyDiversity()
+            for value in values:
+                extra[key].merge(value)
+        else:
+            extra[key] = sum(values)
+    return PlayRecord(
+        timesteps=sum(record.timesteps for record in records),
+        elapsed=sum(record.elapsed for record in records),
+        health=health,
+        engine={key: sum(record.engine[key] for record in records) for key in ENGINE_COUNTERS},
+        extra=extra,
+    )
+
+
+class Collector:
+    """What both collectors share: a rollout is :meth:`play` (fill :attr:`buffer`, measure) then :meth:`finish`
+    (statistics, dynamic sampling, advantages). A rollout worker runs only :meth:`play`; the learner finishes."""
+
+    buffer: Any
+
+    def collect(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+                start_obs: np.ndarray | None = None) -> dict[str, float] | None:
+        """Play one rollout into :attr:`buffer` and finish it.
+
+        :param temperature: the sampling temperature (``base_temperature`` times any guard boost)
+        :param base_temperature: the configured temperature, at which the sampling policy's health is measured
+        :param on_step: called after every vector step with the plies played; False stops the rollout
+        :param start_obs: the observations of a reset the env has just done (SB3's ``reset()`` at the start of
+            ``learn()``), to play from instead of resetting again
+        :return: the rollout's statistics (``rollout/`` keys without the prefix), or None if ``on_step`` stopped it
+        """
+        record = self.play(policy, temperature, base_temperature, on_step, start_obs)
+        return None if record is None else self.finish(record, temperature, record.elapsed)
+
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (arguments of :meth:`collect`); None if
+        ``on_step`` stopped it."""
+        raise NotImplementedError
+
+    def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
+        """Finish the rollout in :attr:`buffer` (played here, or merged from workers' shares) and return its
+        statistics.
+
+        :param record: the play's record (:func:`merge_records` of the shares')
+        :param temperature: the temperature the rollout was sampled at
+        :param wall: seconds the whole rollout took (the rates' denominator)
+        """
+        raise NotImplementedError

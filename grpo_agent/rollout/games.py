@@ -13,12 +13,14 @@ from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer
 from grpo_agent.diagnostics import PolicyDiversity, SamplingHealth
 from grpo_agent.policies import GRPOPolicy
-from grpo_agent.rollout.base import DirichletNoise, GroupEnv, StepHook, engine_delta, sample_policy
+from grpo_agent.rollout.base import (
+    Collector, DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
+)
 
 TRAIN_PLIES = ("mover", "both")
 
 
-class GameGroupCollector:
+class GameGroupCollector(Collector):
     """Plays a group rollout: ``n_groups`` start positions x ``group_size`` games x up to ``horizon`` plies.
 
     Each rollout starts with a group reset (every member of a group from one position), then plays up to
@@ -67,23 +69,9 @@ class GameGroupCollector:
         """The options that make an SB3 ``reset()`` of the env this collector's group reset."""
         return {"groups": self.n_groups, "group_size": self.group_size}
 
-    def collect(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> dict[str, float] | None:
-        """Play one rollout into :attr:`buffer` and finish it.
-
-        :param temperature: the sampling temperature (``base_temperature`` times any guard boost)
-        :param base_temperature: the configured temperature, at which the sampling policy's health is measured
-        :param on_step: called after every vector step with the plies played; False stops the rollout
-        :param start_obs: the observations of a group reset the env has just done (SB3's ``reset()`` at the start
-            of ``learn()``), to play from instead of resetting again
-        :return: the rollout's statistics (``rollout/`` keys without the prefix), or None if ``on_step`` stopped it
-        """
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`Collector.play`)."""
         env, buffer = self.env, self.buffer
         policy.set_training_mode(False)
         buffer.reset()
@@ -94,6 +82,7 @@ class GameGroupCollector:
         masks = np.asarray(env.action_masks(), dtype=bool)
         first_mover = env.side_to_move()
         done = np.zeros(env.num_envs, dtype=bool)
+        steps = 0
         for step in range(self.horizon):
             active = ~done
             if not active.any():
@@ -129,15 +118,25 @@ class GameGroupCollector:
             )
             done |= np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool)
             obs, masks = new_obs, np.asarray(env.action_masks(), dtype=bool)
+            steps += 1
             if not on_step(env.num_envs, {"rewards": rewards, "dones": done, "actions": actions}):
                 return None
-        elapsed = max(time.perf_counter() - start, 1e-9)
+        return PlayRecord(
+            timesteps=env.num_envs * steps,
+            elapsed=max(time.perf_counter() - start, 1e-9),
+            health=health,
+            engine=engine_counts(engine_before, env.engine_stats()),
+            extra={"finished": done, "diversity": diversity},
+        )
+
+    def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
+        """Finish the rollout in :attr:`buffer` and return its statistics (see :meth:`Collector.finish`)."""
         stats = {
-            "plies_per_s": float(buffer.valid.sum() / elapsed),
-            "finished_frac": float(done.mean()),
+            "plies_per_s": float(self.buffer.valid.sum() / wall),
+            "finished_frac": float(record.extra["finished"].mean()),
             "temperature": temperature,
-            **health.stats(),
-            **engine_delta(engine_before, env.engine_stats()),
+            **record.health.stats(),
+            **engine_delta(record.engine),
         }
-        stats.update(buffer.finish(self.advantages, diversity))
+        stats.update(self.buffer.finish(self.advantages, record.extra["diversity"]))
         return {key: value for key, value in stats.items() if not math.isnan(value)}

@@ -20,13 +20,15 @@ from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import MoveGroupBuffer
 from grpo_agent.diagnostics import SamplingHealth
 from grpo_agent.policies import GRPOPolicy
-from grpo_agent.rollout.base import DirichletNoise, GroupEnv, StepHook, engine_delta, sample_policy
+from grpo_agent.rollout.base import (
+    Collector, DirichletNoise, GroupEnv, PlayRecord, StepHook, engine_counts, engine_delta, sample_policy,
+)
 
 #: the most legal moves a chess position has: the width of a group of every legal move
 MAX_LEGAL_MOVES = 218
 
 
-class MoveGroupCollector:
+class MoveGroupCollector(Collector):
     """Plays a move-group rollout: ``horizon`` steps of ``num_envs`` games.
 
     Each step, for every game's current position: the engine starts valuing every legal move (one MultiPV search
@@ -83,15 +85,9 @@ class MoveGroupCollector:
         # time (its reward is not what move groups train on), so it is turned off for the games of this env.
         env.set_attr("shaping", False)  # type: ignore[attr-defined]
 
-    def collect(
-        self,
-        policy: GRPOPolicy,
-        temperature: float,
-        base_temperature: float,
-        on_step: StepHook,
-        start_obs: np.ndarray | None = None,
-    ) -> dict[str, float] | None:
-        """Play one rollout into :attr:`buffer` and finish it (see :meth:`GameGroupCollector.collect`)."""
+    def play(self, policy: GRPOPolicy, temperature: float, base_temperature: float, on_step: StepHook,
+             start_obs: np.ndarray | None = None) -> PlayRecord | None:
+        """Play one rollout into :attr:`buffer` without finishing it (see :meth:`Collector.play`)."""
         env, buffer = self.env, self.buffer
         policy.set_training_mode(False)
         buffer.reset()
@@ -123,23 +119,34 @@ class MoveGroupCollector:
             self._obs, rewards, dones, _ = env.step(advance)  # type: ignore[attr-defined]
             if not on_step(env.num_envs, {"rewards": rewards, "dones": dones, "actions": advance}):
                 return None
-        elapsed = max(time.perf_counter() - start, 1e-9)
-        searched = engine_delta(engine_before, env.engine_stats())
+        return PlayRecord(
+            timesteps=env.num_envs * self.horizon,
+            elapsed=max(time.perf_counter() - start, 1e-9),
+            health=health,
+            engine=engine_counts(engine_before, env.engine_stats()),
+            extra={"scored": scored, "wait": wait, "policy_value": np.concatenate(policy_value),
+                   "regret": np.concatenate(regret)},
+        )
+
+    def finish(self, record: PlayRecord, temperature: float, wall: float) -> dict[str, float]:
+        """Finish the rollout in :attr:`buffer` and return its statistics (see :meth:`Collector.finish`)."""
+        searched = engine_delta(record.engine)
+        scored = record.extra["scored"]
         stats = {
-            "plies_per_s": env.num_envs * self.horizon / elapsed,
-            "scored_moves_per_s": scored / elapsed,
-            "engine_wait_frac": wait / elapsed,
+            "plies_per_s": record.timesteps / wall,
+            "scored_moves_per_s": scored / wall,
+            "engine_wait_frac": record.extra["wait"] / record.elapsed,
             "temperature": temperature,
-            **health.stats(),
-            "policy_value": float(np.mean(policy_value)),
-            "regret": float(np.mean(regret)),
+            **record.health.stats(),
+            "policy_value": float(np.mean(record.extra["policy_value"])),
+            "regret": float(np.mean(record.extra["regret"])),
             "engine_evals": float(scored),
             "engine_searches": searched["engine_evals"],
         }
         if "engine_cache_hit_rate" in searched:
             stats["engine_cache_hit_rate"] = searched["engine_cache_hit_rate"]
         weighting = self.all_moves_weighting if self.group_size == "all" else "uniform"
-        stats.update(buffer.finish(self.advantages, weighting, sampled=self.group_size != "all"))
+        stats.update(self.buffer.finish(self.advantages, weighting, sampled=self.group_size != "all"))
         return {key: value for key, value in stats.items() if not math.isnan(value)}
 
     def _candidates(
