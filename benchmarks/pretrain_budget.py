@@ -1,14 +1,16 @@
 """Pretraining within a wall-clock budget: label, train, then evaluate the pretrained policy.
 
 Run: ``python -m benchmarks.pretrain_budget RUN_DIR [--set key=value ...] [--net 4x64] [--eval tune|heldout]
-[--games 40] [--prefix-of DATASET.npz] [--label-only]``.
+[--games 40] [--tune-puzzles CSV] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
 
 One :func:`grpo_agent.pretrain.pretrain` run (one torch thread) with the :class:`PretrainConfig` fields given
 by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/pretrained.zip``:
 
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
-  (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on 100
-  positions of the other 5%, which no walk starts from. Nothing held out is looked at.
+  (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on the 200
+  positions of the other 5%, which no walk starts from, and with ``--tune-puzzles CSV`` the puzzles of a set
+  generated apart from the shipped one (``python scripts/make_puzzles.py --seed 1 --out CSV ...``). Nothing held
+  out is looked at.
 * ``--eval heldout`` (for reporting): :class:`grpo_agent.evaluation.Evaluator` as ``grpo-chess eval`` runs it
   on held-out material: ACPL and best-move rate at depth 10 on 50 ``builtin:eval`` positions, the 100 shipped
   puzzles, and ``--games`` games against the random mover (score with its 95% Wilson interval).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -38,7 +41,7 @@ import yaml
 from chess_env.positions import load_positions
 
 TUNE_SPLIT = (0.95, 0)  # (fraction kept for the walks, seed) of the built-in training set
-TUNE_POSITIONS = 100
+TUNE_POSITIONS = 200  # all of the 5%
 
 
 def parse_net(text: str) -> dict[str, Any]:
@@ -94,23 +97,25 @@ def seed_prefix(source: Path, config: Any, run_dir: Path) -> None:
         raise ValueError(f"{source} cannot seed this run: settings {sorted(differ)} differ or it has only "
                          f"{settings['n_positions']} positions")
     data = LabelledPositions.load(source)
-    n = config.n_positions
-    end = int(data.offsets[n])
-    prefix = LabelledPositions(data.fens[:n], data.offsets[: n + 1], data.actions[:end], data.values[:end],
-                               data.mates[:end], data.walks[:n])
     run_dir.mkdir(parents=True, exist_ok=True)
-    prefix.save(run_dir / DATASET_FILE, key, {**wanted, "label_seconds_scaled": True}, seconds * n / len(data))
+    data.head(config.n_positions).save(run_dir / DATASET_FILE, key, {**wanted, "label_seconds_scaled": True},
+                                       seconds * config.n_positions / len(data))
 
 
-def evaluate(model: Any, mode: str, tune: list[str], games: int) -> dict[str, Any]:
+def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: Path | None = None) -> dict[str, Any]:
     """The ``tune`` or ``heldout`` evaluation of the module docstring, as JSON numbers."""
+    from chess_env.puzzles import read_puzzles
     from grpo_agent.evaluation import EvalConfig, Evaluator
 
     with Evaluator() as evaluator:
         if mode == "tune":
             acpl = evaluator.acpl(model, tune[:TUNE_POSITIONS], depth=10)
-            return {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
-                    "positions": len(acpl.positions)}
+            out = {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
+                   "positions": len(acpl.positions)}
+            if tune_puzzles is not None:
+                puzzles = evaluator.puzzles(model, read_puzzles(tune_puzzles))
+                out.update(tune_puzzles=puzzles.accuracy, tune_puzzles_by_theme=puzzles.by_theme)
+            return out
         config = EvalConfig(opponents=("random",), games=games, acpl_positions=50, acpl_depth=10, puzzles=100)
         report = evaluator.evaluate(model, config, policy_name="pretrained")
     stats = report.matches[0].stats
@@ -128,13 +133,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS (default 4x64)")
     parser.add_argument("--eval", choices=("tune", "heldout"), default="tune")
     parser.add_argument("--games", type=int, default=40, help="games against the random mover (heldout)")
+    parser.add_argument("--tune-puzzles", type=Path, default=None, help="a puzzle CSV apart from the shipped one (tune)")
     parser.add_argument("--prefix-of", type=Path, default=None, help="a larger dataset of the same settings")
     parser.add_argument("--label-only", action="store_true", help="build the dataset (to seed --prefix-of) and stop")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate RUN_DIR/pretrained.zip again, no training")
     args = parser.parse_args(argv)
 
     import torch
 
-    from grpo_agent.pretrain import SUMMARY_FILE, PretrainConfig, pretrain
+    from grpo_agent.pretrain import MODEL_FILE, SUMMARY_FILE, PretrainConfig, pretrain
 
     torch.set_num_threads(1)
     args.run_dir.mkdir(parents=True, exist_ok=True)
@@ -153,14 +160,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.prefix_of is not None:
         seed_prefix(args.prefix_of, config, args.run_dir)
     started = time.perf_counter()
-    model = pretrain(config, args.run_dir, policy_kwargs=parse_net(args.net))
-    wall = time.perf_counter() - started
+    if args.eval_only:
+        from grpo_agent import GRPO
+
+        model, wall = GRPO.load(args.run_dir / MODEL_FILE, device="cpu"), math.nan
+    else:
+        model = pretrain(config, args.run_dir, policy_kwargs=parse_net(args.net))
+        wall = time.perf_counter() - started
     summary = json.loads((args.run_dir / SUMMARY_FILE).read_text())
+    if args.eval_only:
+        config = PretrainConfig(**summary["config"])  # what the model was trained with, not --set
     result = {"net": args.net, "config": dataclasses.asdict(config), "pretrain_wall_seconds": wall,
               "label_seconds": summary["dataset"]["label_seconds"],
               "label_seconds_scaled": bool(summary["dataset"]["settings"].get("label_seconds_scaled")),
               "train": summary["train"], "eval_mode": args.eval, "load_average": os.getloadavg(),
-              "eval": evaluate(model, args.eval, tune, args.games)}
+              "eval": evaluate(model, args.eval, tune, args.games, args.tune_puzzles)}
     (args.run_dir / "bench.json").write_text(json.dumps(result, indent=1))
     print(table_row(result))
     return result
@@ -170,13 +184,17 @@ def table_row(result: dict[str, Any]) -> str:
     """One Markdown row: config, labelling s, training s, positions, held-out top-1, then the evaluation."""
     c, t, e = result["config"], result["train"], result["eval"]
     name = (f"{result['net']} d{c['depth']} n{c['n_positions']} e{c['epochs']} {c['targets']}"
-            f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} wr{c['walk_random']}")
+            f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} walk {c['walk_plies']}/"
+            f"{c['walk_random']}{'' if c['mate_weight'] == 1 else ' mw' + str(c['mate_weight'])}")
     cells = [name, f"{result['label_seconds']:.0f}{'*' if result['label_seconds_scaled'] else ''}",
              f"{t['train_seconds']:.0f}", f"{c['n_positions']}", f"{t['heldout_top1']:.3f}", f"{e['acpl']:.0f}",
              f"{e['best_move_rate']:.0%}"]
     if "puzzles" in e:
         vs = e["vs_random"]
         cells += [f"{e['puzzles']:.0%}", f"{vs['score']:.2f} [{vs['low']:.2f}, {vs['high']:.2f}]"]
+    elif "tune_puzzles" in e:
+        themes = e["tune_puzzles_by_theme"]
+        cells += [f"{e['tune_puzzles']:.0%} (" + ", ".join(f"{t} {v['accuracy']:.0%}" for t, v in themes.items()) + ")"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -22,6 +22,9 @@ AGENT_COLORS = ("white", "black", "alternate")
 ILLEGAL_ACTIONS = ("lose", "raise")
 START_ATTEMPTS = 100
 """Start positions a reset draws, at most, before refusing a set whose every start the opponent's reply ends."""
+GAME_STATE_KEYS = ("root", "chess960", "moves", "ply", "agent", "value_white", "done", "resets", "resampled_starts",
+                   "np_random", "np_random_seed")
+"""The keys of :meth:`ChessEnv.get_state`."""
 
 
 class Opening(NamedTuple):
@@ -438,6 +441,70 @@ class ChessEnv(gym.Env):
             return board_rgb(self.board)
         return None
 
+    # State ------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The game in progress and the generator, as plain values: what :meth:`set_state` needs to continue
+        this env exactly as if it had never stopped.
+
+        The board is kept as its root position (FEN with the en-passant square as set) and its moves in UCI,
+        so repetitions and history planes survive; also the ply counter, the agent's colour, the value of
+        the position, whether the game is over, the reset counters and the state of :attr:`np_random` (which
+        draws the start positions and the random opponent's moves). The settings of the env (opponent,
+        rewards, limits, start positions) are not part of it: :meth:`set_state` restores into an env built
+        with the same ones. The engine pool holds no state a game depends on (its scores are a function of
+        the position and the limit).
+        """
+        root = self.board.root()
+        return {
+            "root": root.fen(en_passant="fen"),
+            "chess960": self.board.chess960,
+            "moves": [move.uci() for move in self.board.move_stack],
+            "ply": self.ply,
+            "agent": bool(self.agent),
+            "value_white": float(self._value_white),
+            "done": self._done,
+            "resets": self._resets,
+            "resampled_starts": self.resampled_starts,
+            "np_random": _generator_state(self._np_random),
+            "np_random_seed": self._np_random_seed,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`get_state` of an env with the same settings.
+
+        A random opponent draws from the restored generator again, as it does after any reset. A Stockfish
+        opponent restarts with the env: its skill levels below 20 pick moves with Stockfish's own
+        time-seeded generator, so games against it do not replay exactly even without a restore.
+
+        Raises:
+            ValueError: a key is missing, or the moves are not legal from the root position; the message
+                names it.
+        """
+        missing = sorted(set(GAME_STATE_KEYS) - set(state))
+        if missing:
+            raise ValueError(f"game state lacks {missing}; expected the keys of ChessEnv.get_state()")
+        board = chess.Board(state["root"], chess960=state["chess960"])
+        for uci in state["moves"]:
+            try:
+                board.push_uci(uci)
+            except ValueError as exc:
+                raise ValueError(f"game state move {uci!r} is not legal in {board.fen()!r}: {exc}") from None
+        self.board = board
+        self.ply = int(state["ply"])
+        self.agent = chess.WHITE if state["agent"] else chess.BLACK
+        self._value_white = float(state["value_white"])
+        # _push keeps _outcome equal to the rules' verdict on the board (an illegal move ends a game
+        # without one), so it is recomputed rather than stored.
+        self._outcome = game_outcome(self.board, self.draw_rule)
+        self._done = bool(state["done"])
+        self._resets = int(state["resets"])
+        self._encoding_of = BoardEncoding(self.board)
+        self.resampled_starts = int(state["resampled_starts"])
+        self._np_random = _generator_from_state(state["np_random"])
+        self._np_random_seed = state["np_random_seed"]
+        if isinstance(self.opponent, RandomOpponent) and self._resets:
+            self.opponent.rng = self.np_random  # as _begin_reset leaves it
+
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the engine processes this environment started."""
@@ -464,3 +531,17 @@ def _termination(outcome: chess.Outcome) -> str:
 def _first(pending: Future | None) -> chess.engine.PovScore | None:
     """The score of a one-board batch from :meth:`ChessEnv._submit`, once the engine is done."""
     return pending.result()[0] if pending is not None else None
+
+
+def _generator_state(rng: np.random.Generator | None) -> dict[str, Any] | None:
+    """The state of a NumPy generator as plain values (None for none)."""
+    return None if rng is None else rng.bit_generator.state
+
+
+def _generator_from_state(state: dict[str, Any] | None) -> np.random.Generator | None:
+    """A NumPy generator in the state given by :func:`_generator_state`."""
+    if state is None:
+        return None
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return rng

@@ -163,6 +163,16 @@ class ChessVecEnv(VecEnv):
         """The vector env's :meth:`~chess_env.ChessVectorEnv.engine_stats`: searches, cache hits and misses."""
         return self.vector_env.engine_stats()
 
+    def get_state(self) -> dict[str, Any]:
+        """The vector env's :meth:`~chess_env.ChessVectorEnv.get_state`: games, generators, counters."""
+        return self.vector_env.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue from :meth:`get_state`; return the games' observations. The restored generators replace the
+        seeds given to :meth:`seed` since the last reset (SB3's ``load`` seeds the env again): those are dropped."""
+        self._reset_seeds()
+        return self.vector_env.set_state(state)
+
     # Attributes and methods of the games -----------------------------------------------------
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """Attribute ``attr_name`` of the selected games (AttributeError if a game lacks it)."""

@@ -14,7 +14,7 @@ from gymnasium.vector.utils import batch_space
 
 from chess_env.encoding import N_ACTIONS, encode_all, observations
 from chess_env.engine.pool import Position
-from chess_env.env import ChessEnv
+from chess_env.env import ChessEnv, _generator_from_state, _generator_state
 
 _RESET_OPTIONS = ("fens", "groups", "group_size", "fen", "reset_mask")
 
@@ -471,6 +471,53 @@ class ChessVectorEnv(VectorEnv):
             present[games] = True
             infos[key], infos[f"_{key}"] = array, present
         return infos
+
+    # State -----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Every game's :meth:`ChessEnv.get_state`, the vector env's own generator (group starts), its
+        counters (group resets, which alternate the colours; steps, plies, pool calls), the autoreset mode and
+        which games have ended: what :meth:`set_state` needs to continue exactly, in-flight games included.
+
+        The stacked observations and masks are not kept: :meth:`set_state` rebuilds them from the boards.
+        """
+        return {
+            "num_envs": self.num_envs,
+            "games": [env.get_state() for env in self.envs],
+            "np_random": _generator_state(self._np_random),
+            "np_random_seed": self._np_random_seed,
+            "autoreset_mode": self._autoreset_mode.name,
+            "started": self._started,
+            "group_resets": self._group_resets,
+            "terminated": self._terminated.tolist(),
+            "truncated": self._truncated.tolist(),
+            "needs_reset": self._needs_reset.tolist(),
+            "counters": [self._pool_calls, self._steps, self._plies],
+        }
+
+    def set_state(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue from a :meth:`get_state` of a vector env with the same settings and ``num_envs``; return the
+        games' observations, as :meth:`reset` does.
+
+        Raises:
+            ValueError: ``num_envs`` differs, or a game's state is refused (:meth:`ChessEnv.set_state`).
+        """
+        if state["num_envs"] != self.num_envs:
+            raise ValueError(f"the state is of {state['num_envs']} games, this vector env has num_envs={self.num_envs}")
+        for env, game in zip(self.envs, state["games"]):
+            env.set_state(game)
+        self._np_random = _generator_from_state(state["np_random"])
+        self._np_random_seed = state["np_random_seed"]
+        self.autoreset_mode = state["autoreset_mode"]
+        self._started = bool(state["started"])
+        self._group_resets = int(state["group_resets"])
+        for name in ("terminated", "truncated", "needs_reset"):
+            getattr(self, f"_{name}")[:] = np.asarray(state[name], dtype=bool)
+        self._pool_calls, self._steps, self._plies = (int(n) for n in state["counters"])
+        # A game's stacked observation and mask are always those of its board (a padded game keeps its final
+        # position, whose mask is all False), so they are rebuilt rather than stored.
+        encode_all([env._encoding_of for env in self.envs])
+        self._observe(list(range(self.num_envs)))
+        return self._obs.copy()
 
     # Views and plumbing ----------------------------------------------------------------------
     def action_masks(self) -> np.ndarray:

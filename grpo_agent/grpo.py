@@ -30,50 +30,17 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
 from chess_env import ChessVectorEnv
+from grpo_agent import resume
 from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
 from grpo_agent.guards import NonFiniteAction
-from grpo_agent.loss import KL_ESTIMATORS, minibatch_loss, reference_kl
+from grpo_agent.loss import minibatch_loss, reference_kl
+from grpo_agent.options import check_options
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
 from grpo_agent.rollout import DirichletNoise, GameGroupCollector, MoveGroupCollector, check_group_env
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
-
-GROUP_MODES = ("games", "moves")
-
-
-def _check_options(
-    group_mode: str, group_size: int | str, horizon: int, n_epochs: int, batch_size: int, n_envs: int,
-    temperature: float, train_plies: str, kl_estimator: str, ref_update_interval: int, max_grad_norm: float | None,
-    target_kl: float | None, dirichlet_frac: float, dirichlet_alpha: float,
-) -> None:
-    """Refuse GRPO options out of range, naming the option and its value."""
-    if group_mode not in GROUP_MODES:
-        raise ValueError(f"group_mode must be one of {GROUP_MODES}, got {group_mode!r}")
-    if group_size == "all" and group_mode != "moves":
-        raise ValueError("group_size='all' (every legal move) needs group_mode='moves'")
-    sizes = [("horizon", horizon), ("n_epochs", n_epochs), ("batch_size", batch_size), ("n_envs", n_envs)]
-    for name, value in ([] if group_size == "all" else [("group_size", group_size)]) + sizes:
-        if isinstance(value, str) or int(value) != value or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if train_plies not in ("mover", "both"):
-        raise ValueError(f"train_plies must be one of ('mover', 'both'), got {train_plies!r}")
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-    if ref_update_interval < 0:
-        raise ValueError(f"ref_update_interval must be >= 0 (0 = never), got {ref_update_interval}")
-    if max_grad_norm is not None and not max_grad_norm > 0:
-        raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
-    if target_kl is not None and not target_kl > 0:
-        raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
-    if not 0.0 <= dirichlet_frac <= 1.0:
-        raise ValueError(f"dirichlet_frac must be in [0, 1], got {dirichlet_frac}")
-    if not dirichlet_alpha > 0:
-        raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
-
 
 class GRPO(BaseAlgorithm):
     """Group Relative Policy Optimization with legal-move masking.
@@ -222,7 +189,7 @@ class GRPO(BaseAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        _check_options(group_mode, group_size, horizon, n_epochs, batch_size, n_envs, temperature, train_plies,
+        check_options(group_mode, group_size, horizon, n_epochs, batch_size, n_envs, temperature, train_plies,
                        kl_estimator, ref_update_interval, max_grad_norm, target_kl, dirichlet_frac, dirichlet_alpha)
         # Validated here, built for the collector in _setup_model (the flat values are what a save keeps).
         AdvantageConfig(advantage, advantage_scale, advantage_eps, gamma, loss_aggregation,  # type: ignore[arg-type]
@@ -303,6 +270,8 @@ class GRPO(BaseAlgorithm):
         self._rollout_temperature = self.temperature
         self._nonfinite_stop = False
         self._fresh_obs: np.ndarray | None = None
+        #: what a loaded model's learn(reset_num_timesteps=False) restores first (grpo_agent.resume)
+        self._resume_state: dict[str, Any] | None = None
         self.collector: GameGroupCollector | MoveGroupCollector | None = None
 
         if _init_setup_model:
@@ -371,7 +340,22 @@ class GRPO(BaseAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         # The collector holds the env and the buffer; both are rebuilt from the saved settings.
-        return [*super()._excluded_save_params(), "collector", "_fresh_obs"]
+        return [*super()._excluded_save_params(), "collector", "_fresh_obs", "_resume_state"]
+
+    def save(self, path: str | Path | Any, exclude: Any = None, include: Any = None) -> None:
+        """SB3's ``save``, plus the generators, the env's games and the rollback snapshots that an exact resume
+        needs (:mod:`grpo_agent.resume`)."""
+        resume.save_with_state(self, path, lambda buffer: super(GRPO, self).save(buffer, exclude, include))
+
+    @classmethod
+    def load(cls, path: str | Path | Any, env: GymEnv | None = None, device: th.device | str = "auto",  # type: ignore[override]
+             custom_objects: dict[str, Any] | None = None, print_system_info: bool = False, force_reset: bool = True,
+             **kwargs: Any) -> GRPO:
+        """SB3's ``load``, refusing a file that is not a GRPO model zip for ``env`` with a message naming it; the
+        saved generators and games are put back when ``learn(reset_num_timesteps=False)`` continues the run."""
+        data = resume.read_checkpoint(path, env)
+        return resume.load_with_state(data, lambda buffer: super(GRPO, cls).load(
+            buffer, env, device, custom_objects, print_system_info, force_reset, **kwargs))
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer", "ref_policy"], []
@@ -400,11 +384,14 @@ class GRPO(BaseAlgorithm):
         # SB3 resets the env here to have a first observation: make that reset the first rollout's group reset,
         # instead of one whose games are thrown away.
         assert self.env is not None and self.collector is not None, "GRPO has no env; pass one to the constructor, load() or set_env()"
+        # Continuing a loaded run: its generators and games come back (and SB3 does not reset the games).
+        carried = resume.restore(self, self._resume_state) if self._resume_state and not reset_num_timesteps else None
+        self._resume_state = None
         if self.collector.reset_options is not None:
             self.env.set_options(self.collector.reset_options)
         last_obs = self._last_obs
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        self._fresh_obs = self._last_obs if self._last_obs is not last_obs else None  # type: ignore[assignment]
+        self._fresh_obs = self._last_obs if self._last_obs is not last_obs else carried  # type: ignore[assignment]
         return result
 
     def collect_rollouts(
@@ -616,7 +603,8 @@ class GRPO(BaseAlgorithm):
             elif self.ref_update_interval > 0 and self.n_rollouts % self.ref_update_interval == 0 and decision.verdict == "train":
                 self.sync_reference()
             stopped = self.stop_reason is not None
-            if stopped or (log_interval is not None and iteration % log_interval == 0):
+            # Counted over the run, not this call: a resumed run logs the rollouts an uninterrupted one would.
+            if stopped or (log_interval is not None and self.n_rollouts % log_interval == 0):
                 self.dump_logs(iteration)
             if stopped:
                 break

@@ -297,6 +297,16 @@ class CollapseGuard:
     def has_healthy_snapshot(self) -> bool:
         return self._healthy is not None
 
+    @property
+    def healthy_snapshot(self) -> dict[str, Any] | None:
+        """The committed snapshot a rollback restores (None before the first healthy one). It is not pickled
+        with the model; :mod:`grpo_agent.resume` saves it beside it, so that a resumed run can still roll back."""
+        return self._healthy
+
+    def load_snapshot(self, snapshot: dict[str, Any] | None) -> None:
+        """Make ``snapshot`` (a :attr:`healthy_snapshot`) the one a rollback restores."""
+        self._healthy = snapshot
+
     def restore(self, objects: Mapping[str, Any]) -> None:
         """Load the last healthy snapshot into ``objects`` (the same keys that were snapshotted).
 

@@ -254,6 +254,10 @@ class GRPOPolicy(BasePolicy):
 
         With ``action_masks`` the action is always legal; without them the policy is unmasked and a warning
         says so.
+
+        Raises:
+            ValueError: a row of ``action_masks`` allows no move (a finished game: the masked distribution
+                would be uniform over every action, legal or not); the message names the rows.
         """
         if action_masks is None:
             warnings.warn("GRPOPolicy.predict called without action_masks: the action may be illegal", stacklevel=2)
@@ -261,6 +265,10 @@ class GRPOPolicy(BasePolicy):
         obs_tensor, vectorized = self.obs_to_tensor(observation)
         if action_masks is not None:
             action_masks = np.asarray(action_masks, dtype=bool).reshape(-1, self.n_actions)
+            empty = np.flatnonzero(~action_masks.any(axis=1))
+            if len(empty):
+                raise ValueError(f"action_masks rows {empty.tolist()} allow no move (all False): a finished game has "
+                                 "no legal move to predict; reset it first")
         with th.no_grad():
             actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=action_masks)
         out = actions.cpu().numpy().reshape(-1)

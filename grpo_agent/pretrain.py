@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import chess
 import numpy as np
@@ -49,11 +49,13 @@ from grpo_agent.progress import Progress
 __all__ = [
     "DATASET_FILE",
     "MODEL_FILE",
+    "Batch",
     "LabelledPositions",
     "PretrainConfig",
     "build_dataset",
     "fit",
     "move_targets",
+    "parse_section",
     "pretrain",
     "pretrain_loss",
     "run_pretrain",
@@ -88,6 +90,8 @@ class PretrainConfig:
     :param weight_decay: AdamW weight decay
     :param lr_schedule: ``"cosine"`` (to 0 over ``epochs``) or ``"constant"``
     :param max_grad_norm: gradient-norm clip
+    :param mate_weight: loss weight of the positions where the mover has a forced mate (about 0.4% of the
+        walks' positions, and two thirds of the shipped puzzles), relative to 1 for the others
     :param evals_per_epoch: held-out measurements (and log rows) per epoch
     :param patience: measurements without a better held-out loss before training stops
     :param engine_processes: Stockfish processes labelling (``None``: one per core)
@@ -95,14 +99,14 @@ class PretrainConfig:
     """
 
     positions: str | list[str] = "builtin"
-    n_positions: int = 30_000
+    n_positions: int = 20_000
     walk_plies: int = 8
     walk_random: float = 0.2
     walk_temperature: float = 0.1
     depth: int = 4
     seed: int = 0
     targets: str = "soft"
-    label_temperature: float = 0.05
+    label_temperature: float = 0.3
     heldout_frac: float = 0.05
     epochs: int = 3
     batch_size: int = 256
@@ -110,6 +114,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
     max_grad_norm: float = 1.0
+    mate_weight: float = 1.0
     evals_per_epoch: int = 2
     patience: int = 3
     engine_processes: int | None = None
@@ -128,7 +133,7 @@ class PretrainConfig:
             _integer(name, getattr(self, name), 0)
         if self.engine_processes is not None:
             _integer("engine_processes", self.engine_processes, 1)
-        for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm"):
+        for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         _number("walk_random", self.walk_random, lambda v: 0 <= v <= 1, "in [0, 1]")
@@ -172,51 +177,67 @@ def observations(fens: Sequence[str]) -> np.ndarray:
     return np.stack([observation(chess.Board(fen)) for fen in fens])
 
 
-class _Batches:
-    """Dense minibatch tensors from the CSR layout: observations, legal masks, targets and best-rank flags."""
+class Batch(NamedTuple):
+    """One minibatch, dense over the 4672 actions."""
 
-    def __init__(self, data: LabelledPositions, targets: np.ndarray, device: th.device) -> None:
+    obs: th.Tensor
+    masks: th.Tensor  # legal moves
+    targets: th.Tensor  # q, zero off the legal moves
+    top: th.Tensor  # the moves with the best rank
+    weights: th.Tensor  # per position: mate_weight where the mover has a forced mate, else 1
+
+
+class _Batches:
+    """Builds :class:`Batch` es of chosen positions from the CSR layout."""
+
+    def __init__(self, data: LabelledPositions, targets: np.ndarray, mate_weight: float, device: th.device) -> None:
         self.obs = observations(data.fens)
         self.offsets, self.counts = data.offsets, data.counts
         self.actions = data.actions.astype(np.int64)
         self.targets, self.top = targets, data.top()
+        self.weights = np.where(np.maximum.reduceat(data.mates, data.offsets[:-1]) > 0, mate_weight, 1.0)
         self.device = device
 
-    def __call__(self, idx: np.ndarray) -> tuple[th.Tensor, ...]:
+    def __call__(self, idx: np.ndarray) -> Batch:
         counts = self.counts[idx]
         # The CSR entries of the chosen rows, in row order: each row's start, then 0..count-1.
         flat = np.repeat(self.offsets[idx] - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
         rows, cols = np.repeat(np.arange(len(idx)), counts), self.actions[flat]
-        masks = np.zeros((len(idx), N_ACTIONS), dtype=bool)
-        masks[rows, cols] = True
-        targets = np.zeros((len(idx), N_ACTIONS), dtype=np.float32)
-        targets[rows, cols] = self.targets[flat]
-        top = np.zeros((len(idx), N_ACTIONS), dtype=bool)
-        top[rows, cols] = self.top[flat]
-        return tuple(th.as_tensor(x, device=self.device) for x in (self.obs[idx], masks, targets, top))
+        dense = []
+        for per_move, dtype in ((None, bool), (self.targets, np.float32), (self.top, bool)):
+            out = np.zeros((len(idx), N_ACTIONS), dtype=dtype)
+            out[rows, cols] = True if per_move is None else per_move[flat]
+            dense.append(out)
+        arrays = (self.obs[idx], *dense, self.weights[idx].astype(np.float32))
+        return Batch(*(th.as_tensor(x, device=self.device) for x in arrays))
 
 
-def pretrain_loss(policy: GRPOPolicy, obs: th.Tensor, masks: th.Tensor, targets: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+def pretrain_loss(policy: GRPOPolicy, batch: Batch) -> tuple[th.Tensor, th.Tensor]:
     """Per position, the cross-entropy ``-sum_a q(a) log pi(a | s)`` over the legal moves, and ``log pi``.
 
     ``pi`` is the policy's masked distribution at temperature 1, exactly what GRPO samples from: its
     normalised logits are about -1e8 at illegal moves, where the targets are 0.
     """
-    log_pi = policy.get_distribution(obs, masks).distribution.logits
-    return -(targets * log_pi).sum(dim=1), log_pi
+    log_pi = policy.get_distribution(batch.obs, batch.masks).distribution.logits
+    return -(batch.targets * log_pi).sum(dim=1), log_pi
+
+
+def _top1(batch: Batch, log_pi: th.Tensor) -> th.Tensor:
+    """Per position: whether the most likely legal move has the best rank."""
+    return batch.top.gather(1, log_pi.argmax(dim=1, keepdim=True)).squeeze(1)
 
 
 @th.no_grad()
 def heldout_metrics(policy: GRPOPolicy, batches: _Batches, idx: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Mean loss, top-1 rate (argmax has the best rank) and entropy / log #legal over the positions ``idx``."""
+    """Over the positions ``idx``: the mean loss (unweighted), the top-1 rate and entropy / log #legal."""
     policy.set_training_mode(False)
     sums = np.zeros(3)
     for start in range(0, len(idx), batch_size):
-        obs, masks, targets, top = batches(idx[start : start + batch_size])
-        loss, log_pi = pretrain_loss(policy, obs, masks, targets)
+        batch = batches(idx[start : start + batch_size])
+        loss, log_pi = pretrain_loss(policy, batch)
         entropy = -(log_pi.exp() * log_pi).sum(dim=1)
-        sums += [loss.sum().item(), top.gather(1, log_pi.argmax(1, keepdim=True)).sum().item(),
-                 (entropy / masks.sum(dim=1).float().log()).sum().item()]
+        sums += [loss.sum().item(), _top1(batch, log_pi).sum().item(),
+                 (entropy / batch.masks.sum(dim=1).float().log()).sum().item()]
     loss, top1, entropy_norm = sums / len(idx)
     return {"heldout_loss": loss, "heldout_top1": top1, "heldout_entropy_norm": entropy_norm}
 
@@ -237,62 +258,73 @@ def split_heldout(walks: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, logger: Logger | None = None) -> dict[str, float]:
-    """Train ``policy`` on ``data`` (see the module docstring); keep its best held-out parameters.
+class _BestSoFar:
+    """Early stopping on the held-out loss: keeps the best metrics and parameters, counts stale measurements."""
 
-    :return: the best held-out metrics, ``train_seconds``, ``steps`` and ``epochs`` (fractional, at the stop)
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {"heldout_loss": math.inf}
+        self.state: dict[str, th.Tensor] | None = None
+        self.stale = 0
+
+    def update(self, metrics: dict[str, float], policy: GRPOPolicy) -> None:
+        if metrics["heldout_loss"] < self.metrics["heldout_loss"]:
+            self.metrics, self.stale = metrics, 0
+            self.state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+        else:
+            self.stale += 1
+
+
+def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, logger: Logger | None = None) -> dict[str, float]:
+    """Train ``policy`` on ``data`` (see the module docstring) and leave it with its best held-out parameters.
+
+    :return: the best measurement's metrics (``heldout_loss``, ``heldout_top1``, ``heldout_entropy_norm``,
+        ``loss``, ``top1``, ``epoch``, ...), plus ``train_seconds``, ``steps``, ``positions_train`` and
+        ``positions_heldout``
     """
     rng = np.random.default_rng([config.seed, 2])
     train_idx, held_idx = split_heldout(data.walks, config.heldout_frac, config.seed)
-    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), policy.device)
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), config.mate_weight,
+                       policy.device)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = config.epochs * steps_per_epoch
-    eval_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
+    measure_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}
     optimizer = th.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     cosine = config.lr_schedule == "cosine"
     schedule = th.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)) if cosine else 1.0)
-    best: dict[str, float] = {"heldout_loss": math.inf}
-    best_state, stale, step, sums = None, 0, 0, np.zeros(3)
+    best, step, sums = _BestSoFar(), 0, np.zeros(3)  # sums: loss, top-1 hits, positions since the last row
     started = time.perf_counter()
     progress = Progress(total, "pretraining", "batches")
     try:
-        for epoch in range(config.epochs):
+        while step < total and best.stale < config.patience:
             order = rng.permutation(train_idx)
             for i in range(steps_per_epoch):
                 policy.set_training_mode(True)
-                obs, masks, targets, top = batches(order[i * config.batch_size : (i + 1) * config.batch_size])
-                loss, log_pi = pretrain_loss(policy, obs, masks, targets)
+                batch = batches(order[i * config.batch_size : (i + 1) * config.batch_size])
+                loss, log_pi = pretrain_loss(policy, batch)
                 optimizer.zero_grad()
-                loss.mean().backward()
+                ((batch.weights * loss).sum() / batch.weights.sum()).backward()
                 th.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 step += 1
-                sums += [loss.sum().item(), top.gather(1, log_pi.argmax(1, keepdim=True)).sum().item(), len(loss)]
+                sums += [loss.sum().item(), _top1(batch, log_pi).sum().item(), len(loss)]
                 progress.update(1, loss=sums[0] / sums[2])
-                if i + 1 not in eval_at:
-                    continue
-                metrics = heldout_metrics(policy, batches, held_idx, 4 * config.batch_size)
-                metrics.update(loss=sums[0] / sums[2], top1=sums[1] / sums[2], epoch=step / steps_per_epoch,
-                               lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - started)
-                sums[:] = 0
-                _report(metrics, logger, step)
-                if metrics["heldout_loss"] < best["heldout_loss"]:
-                    best, stale = metrics, 0
-                    best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-                else:
-                    stale += 1
-                if stale >= config.patience:
-                    print(f"pretrain: early stop after {metrics['epoch']:.2f} epochs ({stale} held-out measurements "
-                          f"without improvement)")
-                    break
-            if stale >= config.patience:
-                break
+                if i + 1 in measure_at:
+                    metrics = heldout_metrics(policy, batches, held_idx, 4 * config.batch_size)
+                    metrics.update(loss=sums[0] / sums[2], top1=sums[1] / sums[2], epoch=step / steps_per_epoch,
+                                   lr=schedule.get_last_lr()[0], seconds=time.perf_counter() - started)
+                    sums[:] = 0
+                    _report(metrics, logger, step)
+                    best.update(metrics, policy)
+                    if best.stale >= config.patience:
+                        print(f"pretrain: early stop at epoch {metrics['epoch']:.2f} ({best.stale} held-out "
+                              f"measurements without a better loss)")
+                        break
     finally:
         progress.close()
-    if best_state is not None:
-        policy.load_state_dict(best_state)
-    return {**best, "train_seconds": time.perf_counter() - started, "steps": float(step),
+    if best.state is not None:
+        policy.load_state_dict(best.state)
+    return {**best.metrics, "train_seconds": time.perf_counter() - started, "steps": float(step),
             "positions_train": float(len(train_idx)), "positions_heldout": float(len(held_idx))}
 
 
@@ -382,18 +414,26 @@ RUN_KEYS = ("policy", "policy_kwargs", "engine_path")
 PRETRAIN_KEYS = (*(f.name for f in dataclasses.fields(PretrainConfig)), *RUN_KEYS)
 
 
-def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path:
-    """Pretrain from a ``pretrain:`` config section (the :class:`PretrainConfig` fields plus ``policy``,
-    ``policy_kwargs`` and ``engine_path``) into ``run_dir``; return the path of ``pretrained.zip``.
+def parse_section(cfg: dict[str, Any] | None) -> tuple[PretrainConfig, dict[str, Any]]:
+    """Check a ``pretrain:`` config section: the :class:`PretrainConfig` fields plus ``policy``,
+    ``policy_kwargs`` and ``engine_path``. Returns the config and those three (the ones present) for
+    :func:`pretrain`.
 
     Raises:
         ValueError: an unknown key (named) or a bad value (named).
     """
     cfg = dict(cfg or {})
-    allowed = {f.name for f in dataclasses.fields(PretrainConfig)} | set(RUN_KEYS)
+    allowed = set(PRETRAIN_KEYS)
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ValueError(f"unknown pretrain key(s) {unknown} (allowed: {', '.join(sorted(allowed))})")
     run_kwargs = {key: cfg.pop(key) for key in RUN_KEYS if key in cfg}
-    pretrain(PretrainConfig(**cfg), run_dir, **run_kwargs)
+    return PretrainConfig(**cfg), run_kwargs
+
+
+def run_pretrain(cfg: dict[str, Any] | None, run_dir: str | os.PathLike) -> Path:
+    """Pretrain from a ``pretrain:`` config section (see :func:`parse_section`) into ``run_dir``; return the
+    path of ``pretrained.zip``."""
+    config, run_kwargs = parse_section(cfg)
+    pretrain(config, run_dir, **run_kwargs)
     return Path(run_dir) / MODEL_FILE

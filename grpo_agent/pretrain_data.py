@@ -51,8 +51,6 @@ DATASET_FILE = "pretrain_dataset.npz"
 DATASET_VERSION = 1
 #: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
 WALKS_PER_BATCH = 64
-#: seconds between plain progress lines when stdout is not a terminal
-
 
 
 @dataclass
@@ -97,6 +95,12 @@ class LabelledPositions:
         best = np.zeros(len(self.actions), dtype=bool)
         best[top[np.unique(rows, return_index=True)[1]]] = True
         return best
+
+    def head(self, n: int) -> LabelledPositions:
+        """The first ``n`` positions."""
+        end = int(self.offsets[n])
+        return LabelledPositions(self.fens[:n], self.offsets[: n + 1], self.actions[:end], self.values[:end],
+                                 self.mates[:end], self.walks[:n])
 
     def save(self, path: Path, key: str, settings: dict[str, Any], seconds: float) -> None:
         """Write one compressed ``.npz`` atomically (a temporary file, then ``os.replace``)."""
@@ -240,18 +244,11 @@ def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) ->
                 progress.update(min(len(walks), config.n_positions) - min(kept, config.n_positions))
                 if len(walks) >= config.n_positions:
                     futures[1 - i].result()  # leave no search running in the pool
-                    return _truncate(walks.dataset(), config.n_positions)
+                    return walks.dataset().head(config.n_positions)
                 batches[i] = [walks.advance(walk, v) for walk, v in zip(batch, values)]
                 futures[i] = pool.submit_moves([walk.board for walk in batches[i]], limit)
     finally:
         progress.close()
-
-
-def _truncate(data: LabelledPositions, n: int) -> LabelledPositions:
-    """The first ``n`` positions of ``data``."""
-    end = int(data.offsets[n])
-    return LabelledPositions(data.fens[:n], data.offsets[: n + 1], data.actions[:end], data.values[:end],
-                             data.mates[:end], data.walks[:n])
 
 
 def start_positions(positions: str | os.PathLike | list[str]) -> list[str]:

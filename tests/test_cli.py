@@ -1,6 +1,7 @@
 """grpo-chess CLI: strict config, overrides, schedules, plot, and an end-to-end smoke train + resume."""
 
 import json
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,11 +15,11 @@ from grpo_agent.cli.train import latest_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "large.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "games.yaml", "large.yaml", "pretrain.yaml"])
 def test_shipped_configs_are_valid(name):
     config = load_config(ROOT / "configs" / name)
     assert set(config) == {"env", "algo", "train", "pretrain"}
-    if config["algo"].get("group_mode", "games") == "games":
+    if config["algo"] and config["algo"].get("group_mode", "games") == "games":
         assert config["env"]["num_envs"] % config["algo"]["group_size"] == 0
 
 
@@ -57,13 +58,21 @@ def test_linear_schedule():
         parse_schedule("linear:1e-3")
 
 
+def _saved_at(path: Path, timesteps: int) -> None:
+    """A stand-in model zip: what latest_checkpoint reads of a saved model (its data's num_timesteps)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data", json.dumps({"num_timesteps": timesteps}))
+
+
 def test_latest_checkpoint(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     for steps in (96, 1024, 512):
         (tmp_path / "checkpoints" / f"grpo_{steps}_steps.zip").touch()
     assert latest_checkpoint(tmp_path).name == "grpo_1024_steps.zip"
-    (tmp_path / "final_model.zip").touch()
-    assert latest_checkpoint(tmp_path).name == "final_model.zip"
+    _saved_at(tmp_path / "final_model.zip", 1024)
+    assert latest_checkpoint(tmp_path).name == "final_model.zip"  # a tie: the finished run's model
+    (tmp_path / "checkpoints" / "grpo_2048_steps.zip").touch()  # resumed past its end, then interrupted
+    assert latest_checkpoint(tmp_path).name == "grpo_2048_steps.zip"
 
 
 def test_plot_writes_png(tmp_path):
@@ -94,7 +103,9 @@ def test_smoke_train_then_resume(tmp_path):
     from grpo_agent import GRPO
 
     assert GRPO.load(run_dir / "final_model.zip").num_timesteps == 160
-    assert (run_dir / "progress.0.csv").is_file()
+    # one log continued from the final model at 96: its 3 rows, then the resumed session's
+    steps = pd.read_csv(run_dir / "progress.csv")["time/total_timesteps"].tolist()
+    assert steps[:3] == [32, 64, 96] and steps == sorted(set(steps)) and steps[-1] == 160
     assert main(["plot", str(run_dir)]) == 0
     assert (run_dir / "learning_curves.png").is_file()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import chess
 import numpy as np
 import pandas as pd
 import pytest
 import torch as th
+import yaml
 
 from chess_env import ChessVectorEnv
 from chess_env.encoding import decode_action, legal_action_mask, legal_actions, observation
@@ -25,6 +27,7 @@ from grpo_agent.pretrain import (
     fit,
     heldout_metrics,
     move_targets,
+    parse_section,
     pretrain,
     run_pretrain,
     split_heldout,
@@ -39,6 +42,7 @@ except EngineNotFoundError:
     HAVE_STOCKFISH = False
 needs_stockfish = pytest.mark.skipif(not HAVE_STOCKFISH, reason="Stockfish is not installed")
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(features_extractor_kwargs=dict(n_blocks=1, channels=8))
 SMALL = dict(n_positions=24, walk_plies=3, depth=1, epochs=2, batch_size=8, heldout_frac=0.2,
              engine_processes=1, device="cpu")
@@ -75,9 +79,14 @@ def test_bad_config_values_raise_naming_them(field, value):
     assert repr(value) in str(info.value)
 
 
-def test_run_pretrain_rejects_unknown_keys(tmp_path):
+def test_config_sections_are_checked(tmp_path):
     with pytest.raises(ValueError, match=r"unknown pretrain key\(s\) \['depht'\]"):
         run_pretrain({"depht": 3}, tmp_path)
+    with pytest.raises(ValueError, match="depth must be an integer >= 1, got 0"):
+        parse_section({"depth": 0})
+    section = yaml.safe_load((ROOT / "configs" / "pretrain.yaml").read_text())["pretrain"]
+    config, run_kwargs = parse_section(section)
+    assert config.n_positions == section["n_positions"] and set(run_kwargs) <= {"policy", "policy_kwargs", "engine_path"}
 
 
 def test_soft_targets_follow_the_values_and_sum_to_one_over_the_legal_moves():
@@ -94,8 +103,9 @@ def test_soft_targets_follow_the_values_and_sum_to_one_over_the_legal_moves():
             else:
                 assert np.count_nonzero(q_i) == 1
     # dense minibatch rows: the targets live on the legal moves only
-    batches = _Batches(data, move_targets(data, "soft", 0.1), th.device("cpu"))
-    obs, masks, targets, top = batches(np.array([4, 1, 3]))
+    batches = _Batches(data, move_targets(data, "soft", 0.1), 1.0, th.device("cpu"))
+    obs, masks, targets, top, weights = batches(np.array([4, 1, 3]))
+    assert weights.tolist() == [1.0, 1.0, 1.0]
     for row, i in enumerate((4, 1, 3)):
         board = chess.Board(data.fens[i])
         np.testing.assert_array_equal(masks[row].numpy(), legal_action_mask(board))
@@ -116,6 +126,9 @@ def test_a_forced_mate_puts_the_mass_on_the_shortest_mates():
     np.testing.assert_allclose(q[:3], [0.0, 0.5, 0.5])
     assert q[3:n].sum() == 0
     assert data.best()[:3].tolist() == [False, True, False]
+    both = synthetic(2)
+    both.mates[both.offsets[1]] = 2  # the second position has a mate in two
+    assert _Batches(both, move_targets(both, "soft", 0.05), 8.0, th.device("cpu"))(np.array([0, 1])).weights.tolist() == [1.0, 8.0]
 
 
 def test_heldout_split_keeps_walks_whole():
@@ -132,9 +145,9 @@ def test_training_lowers_the_loss_on_a_tiny_set():
     data = synthetic(24)
     model = GRPO("ChessResNetPolicy", ChessVectorEnv(1, shaping=False), group_size=1, policy_kwargs=TINY, seed=0,
                  device="cpu")
-    config = PretrainConfig(epochs=20, batch_size=8, lr=3e-3, heldout_frac=0.2, device="cpu")
+    config = PretrainConfig(epochs=20, batch_size=8, lr=3e-3, heldout_frac=0.2, label_temperature=0.05, device="cpu")
     train, held = split_heldout(data.walks, config.heldout_frac, config.seed)
-    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), model.device)
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), 1.0, model.device)
     before = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
     stats = fit(model.policy, data, config, None)
     after = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
@@ -223,6 +236,10 @@ def test_pretrained_zip_loads_predicts_legal_moves_and_warm_starts(tmp_path, poo
         assert state.keys() == pretrained.keys()
         assert all(th.equal(state[k], v) for k, v in pretrained.items())
     assert not any(p.requires_grad for p in fresh.ref_policy.parameters())
+    # GRPO trains on from there: the optimizer still holds the policy's (now pretrained) parameters.
+    fresh.learn(total_timesteps=fresh.n_envs * fresh.horizon)
+    assert not all(th.equal(v, fresh.policy.state_dict()[k]) for k, v in pretrained.items())
+    assert all(th.equal(v, fresh.ref_policy.state_dict()[k]) for k, v in pretrained.items())
 
     other = GRPO("ChessResNetPolicy", ChessVectorEnv(4, shaping=False), group_size=4, device="cpu",
                  policy_kwargs=dict(features_extractor_kwargs=dict(n_blocks=2, channels=8)))

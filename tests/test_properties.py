@@ -224,3 +224,42 @@ def test_vector_env_equals_single_envs_with_shaping(pool, data):
     venv, singles = make_lockstep_pair(data, 2, kwargs, engine=pool)
     step_in_lockstep(data, venv, singles, steps=6)
     venv.close()
+
+
+def play_alike(data: st.DataObject, venvs: list[ChessVectorEnv], steps: int) -> None:
+    """Play the same legal moves in every vector env of ``venvs``; every result must agree."""
+    first = venvs[0]
+    for _ in range(steps):
+        masks = first.action_masks()
+        actions = np.array([encode_move(board, pick_move(data, board, shuffle=True)) if mask.any() else 0
+                            for board, mask in zip(first.boards, masks)], dtype=np.int64)
+        results = [venv.step(actions) for venv in venvs]
+        for obs, rewards, terminated, truncated, infos in results[1:]:
+            assert np.array_equal(obs, results[0][0]) and np.array_equal(rewards, results[0][1])
+            assert np.array_equal(terminated, results[0][2]) and np.array_equal(truncated, results[0][3])
+            for key in ("fen", "ply", "action_mask"):
+                assert np.array_equal(infos[key], results[0][4][key]), key
+
+
+@given(data=st.data())
+@settings(max_examples=25, deadline=None)
+def test_a_restored_vector_env_continues_like_the_original(data):
+    """get_state() at any point of any games, set_state() into a fresh env: the two play on identically (random
+    opponents and new starts drawn from the restored generators, repetitions seen through the move stacks)."""
+    kwargs = dict(
+        shaping=False,
+        start_positions=STARTS,
+        opponent=data.draw(st.sampled_from(["self", "random"]), label="opponent"),
+        agent_color=data.draw(st.sampled_from(["white", "alternate"]), label="agent_color"),
+        max_plies=data.draw(st.integers(1, 30), label="max_plies"),
+        history=data.draw(st.sampled_from([0, 2]), label="history"),
+    )
+    n = data.draw(st.integers(1, 3), label="num_envs")
+    mode = data.draw(st.sampled_from(["same_step", "next_step", "disabled"]), label="autoreset_mode")
+    venv = ChessVectorEnv(n, autoreset_mode=mode, **kwargs)
+    venv.reset(seed=data.draw(st.integers(0, 2**16), label="seed"))
+    play_alike(data, [venv], data.draw(st.integers(0, 30), label="plies before"))
+    restored = ChessVectorEnv(n, **kwargs)
+    obs = restored.set_state(venv.get_state())
+    assert np.array_equal(obs, venv._obs) and np.array_equal(restored.action_masks(), venv.action_masks())
+    play_alike(data, [venv, restored], 30)

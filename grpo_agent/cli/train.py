@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import os
 import re
 import sys
 import time
@@ -16,17 +15,18 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table
-from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
 
 from chess_env import ChessVectorEnv
+from chess_env.engine import EnginePoolError
 from grpo_agent.cli.config import SCHEDULE_KEYS, ConfigError, load_config, parse_schedule
 from grpo_agent.cli.plotting import plot_run, read_progress
 from grpo_agent.evaluation import PRESETS, EvalConfig, EvalReport, Evaluator, format_eval_rows, load_model, write_artifacts
 from grpo_agent.grpo import GRPO
 from grpo_agent.pretrain import run_pretrain, warm_start
 from grpo_agent.progress import ProgressCallback
-from grpo_agent.save_util import save_model
+from grpo_agent.resume import ProgressCSV, RolloutCheckpointCallback, checkpoint_timesteps
+from grpo_agent.save_util import atomic_write, save_model
 
 SUMMARY_KEYS = (
     "rollout/step_reward_mean",
@@ -47,18 +47,32 @@ SUMMARY_KEYS = (
 
 
 def _make_env(env_cfg: dict[str, Any]) -> ChessVectorEnv:
+    """The config's env; a value it refuses (a bad FEN, size, opponent, engine path) is a :class:`ConfigError`."""
     cfg = dict(env_cfg)
     num_envs = cfg.pop("num_envs", 64)
-    return ChessVectorEnv(num_envs, **cfg)
+    try:
+        return ChessVectorEnv(num_envs, **cfg)
+    except (ValueError, OSError, EnginePoolError) as exc:  # EngineNotFoundError is an OSError
+        raise ConfigError(f"env: {exc}") from exc
 
 
-def _make_logger(run_dir: Path, verbose: int, wandb_run: Any) -> Logger:
-    formats = ["csv"] + (["stdout"] if verbose else [])
+def _make_logger(run_dir: Path, verbose: int, wandb_run: Any, resume_at: int | None = None) -> Logger:
+    """The run's logger: ``progress.csv`` (continued after ``resume_at`` timesteps when resuming), tensorboard,
+    stdout with ``verbose``, wandb."""
+    outputs: list[KVWriter] = [ProgressCSV(run_dir / "progress.csv", resume_at)]
+    if verbose:
+        outputs.append(make_output_format("stdout", str(run_dir)))
     if importlib.util.find_spec("tensorboard") is not None:
-        formats.append("tensorboard")
+        tensorboard = make_output_format("tensorboard", str(run_dir))
+        if resume_at is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # Hide what the interrupted session logged past the checkpoint, which this one logs again.
+            tensorboard.writer.close()
+            tensorboard.writer = SummaryWriter(log_dir=str(run_dir), purge_step=resume_at + 1)
+        outputs.append(tensorboard)
     else:
         print("note: tensorboard is not installed; writing csv logs only (pip install tensorboard)")
-    outputs = [make_output_format(f, str(run_dir)) for f in formats]
     if wandb_run is not None:
         outputs.append(_WandbOutput(wandb_run))
     return Logger(str(run_dir), outputs)
@@ -89,38 +103,33 @@ def _init_wandb(mode: str, run_dir: Path, config: dict[str, Any]) -> Any:
     return wandb.init(project="grpo-chess", name=run_dir.name, dir=str(run_dir), mode=mode, config=config)
 
 
-class AtomicCheckpointCallback(CheckpointCallback):
-    """SB3's CheckpointCallback writing each checkpoint with :func:`~grpo_agent.save_util.save_model`, so a
-    checkpoint on disk is never half-written (a run killed mid-save leaves the previous one intact)."""
-
-    def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
-            path = self._checkpoint_path(extension="zip")
-            save_model(self.model, path)
-            if self.verbose >= 2:
-                print(f"Saving model checkpoint to {path}")
-        return True
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint with the most timesteps in ``run_dir/checkpoints`` (``final_model.zip`` wins)."""
-    final = run_dir / "final_model.zip"
-    if final.is_file():
-        return final
-    best: tuple[int, Path] | None = None
+    """The model of ``run_dir`` with the most timesteps: ``checkpoints/grpo_<timesteps>_steps.zip`` by its name,
+    ``final_model.zip`` by the timesteps saved in it (it wins a tie; a run resumed after it finished has newer
+    checkpoints)."""
+    best: tuple[int, int, Path] | None = None
     for path in (run_dir / "checkpoints").glob("grpo_*_steps.zip"):
         match = re.fullmatch(r"grpo_(\d+)_steps\.zip", path.name)
         if match and (best is None or int(match.group(1)) > best[0]):
-            best = (int(match.group(1)), path)
-    return None if best is None else best[1]
+            best = (int(match.group(1)), 0, path)
+    final = run_dir / "final_model.zip"
+    if final.is_file():
+        candidate = (checkpoint_timesteps(final), 1, final)
+        best = candidate if best is None else max(best, candidate)
+    return None if best is None else best[2]
 
 
 def _build_model(config: dict[str, Any], env: ChessVectorEnv, resume_from: Path | None) -> GRPO:
+    """GRPO from the config's algo section, or loaded from ``resume_from``; a refused value or checkpoint is a
+    :class:`ConfigError`."""
     algo = {k: parse_schedule(v) if k in SCHEDULE_KEYS else v for k, v in config["algo"].items()}
-    if resume_from is not None:
-        return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
-    policy = algo.pop("policy", "ChessResNetPolicy")
-    return GRPO(policy, env, **algo)
+    try:
+        if resume_from is not None:
+            return GRPO.load(resume_from, env=env, device=algo.get("device", "auto"))
+        policy = algo.pop("policy", "ChessResNetPolicy")
+        return GRPO(policy, env, **algo)
+    except ValueError as exc:
+        raise ConfigError(f"--resume {str(resume_from)!r}: {exc}" if resume_from else f"algo: {exc}") from exc
 
 
 STAGES = ("initial", "pretrained", "final")
@@ -193,46 +202,48 @@ def _warm_start(config: dict[str, Any], model: GRPO, run_dir: Path, init: str | 
     save_model(model, run_dir / "pretrained_model.zip")
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
-    if args.resume is not None:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
-        config = load_config(run_dir / "config.yaml", args.set or [])
-        resume_from = latest_checkpoint(run_dir)
-        if resume_from is None:
-            raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
-        # SB3's csv writer truncates progress.csv: keep the earlier rows as progress.N.csv for `plot`.
-        if (run_dir / "progress.csv").is_file():
-            n = len(list(run_dir.glob("progress.*.csv")))
-            os.replace(run_dir / "progress.csv", run_dir / f"progress.{n}.csv")
-    else:
+def _run_folder(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Path | None]:
+    """``(run folder, config, checkpoint to resume from)``: the ``--resume`` folder and its newest checkpoint, or
+    a new folder's path (created once the config has built an env and a model) and no checkpoint."""
+    if args.resume is None:
         config = load_config(args.config, args.set or [])
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=False)
-        resume_from = None
-    with open(run_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
+        return Path(config["train"]["runs_dir"]) / f"{config['train']['name']}-{stamp}", config, None
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--resume {str(run_dir)!r} is not a run folder (no config.yaml)")
+    config = load_config(run_dir / "config.yaml", args.set or [])
+    resume_from = latest_checkpoint(run_dir)
+    if resume_from is None:
+        raise ConfigError(f"--resume {str(run_dir)!r} has no checkpoint to resume from")
+    for stale in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:  # writes a kill cut short
+        stale.unlink()
+    return run_dir, config, resume_from
 
+
+def run_train(args: argparse.Namespace) -> int:
+    """``grpo-chess train``: build the env and GRPO from the config and train, logging into a run folder."""
+    run_dir, config, resume_from = _run_folder(args)
     train_cfg = config["train"]
     if train_cfg["evaluate"] not in ("none", *PRESETS):
         raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
     torch.set_num_threads(int(train_cfg["torch_threads"]))
-    wandb_run = _init_wandb(args.wandb, run_dir, config)
     env = _make_env(config["env"])
     try:
         model = _build_model(config, env, resume_from)
-        model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run))
+        run_dir.mkdir(parents=True, exist_ok=resume_from is not None)  # now: a refused config leaves no folder
+        # Atomic: a kill while a resumed session rewrites it must not leave a run folder that cannot be resumed.
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+        wandb_run = _init_wandb(args.wandb, run_dir, config)
+        model.set_logger(_make_logger(run_dir, int(train_cfg["verbose"]), wandb_run,
+                                      model.num_timesteps if resume_from else None))
         if resume_from is None and train_cfg["evaluate"] != "none":
             save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
         if resume_from is None:
             _warm_start(config, model, run_dir, args.init or train_cfg["init"])
         callbacks: list[Any] = []
         if train_cfg["checkpoint_every"] > 0:
-            callbacks.append(AtomicCheckpointCallback(save_freq=train_cfg["checkpoint_every"] * model.horizon,
-                                                      save_path=str(run_dir / "checkpoints"), name_prefix="grpo"))
+            callbacks.append(RolloutCheckpointCallback(int(train_cfg["checkpoint_every"]), run_dir / "checkpoints"))
         remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
         terminal = sys.stdout.isatty()
         if train_cfg["progress_bar"] and not terminal:
