@@ -20,8 +20,11 @@ autoreset DISABLED, for a random policy and for one that plays a fixed move of t
 the time (a collapsing policy): engine calls per ply and cache hit rate.
 
 The two sides of every ratio are measured in alternation, ``--rounds`` times, each keeping its best
-round, and the vector rows record the process's CPU time per ply (``getrusage``) and the calling
-thread's. The load average (``os.getloadavg``) is recorded: the machine's other work slows every number.
+round. The rows record CPU time per ply: the process's (``getrusage``), the calling thread's, and the
+Stockfish processes' (``/proc``); ``vs_engine_only_cpu`` is the ratio to (c) of all that CPU per ply,
+the rate ratio two otherwise idle cores would give if both were bound by CPU alone (the env's serial
+part, when the engines wait for its next batch, keeps the wall-clock ratio below it). The load average
+(``os.getloadavg``) is recorded: the machine's other work slows every number.
 
 ``--before REF`` instead compares this checkout's ``chess_env`` with git ``REF``'s on the same harness
 (depth 1 at N = 16 and 64, no engine at N = 16; fresh processes, alternating rounds): plies/s and
@@ -80,18 +83,20 @@ def run_vector(num_envs: int, plies: int, pool=None, seed: int = 0, **kwargs) ->
     """Random self-play on a vector env for at least ``plies`` plies; plies/s, CPU per ply and engine stats.
 
     ``cpu_us_per_ply`` is this process's CPU time (``getrusage``: the env, the move picking, and the
-    pool's threads reading the engines' answers); ``main_thread_us_per_ply`` the caller's thread alone.
+    pool's threads reading the engines' answers); ``main_thread_us_per_ply`` the caller's thread alone;
+    ``engine_cpu_us_per_ply`` the Stockfish processes' (from ``/proc``).
     """
     venv = ChessVectorEnv(num_envs, engine=pool, shaping=pool is not None, **kwargs)
     rng = np.random.default_rng(seed)
     venv.reset(seed=seed)
     venv.reset_engine_stats()
-    before, thread_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
+    pids = pool.pids if pool is not None else []
+    before, thread_before, engines_before = resource.getrusage(resource.RUSAGE_SELF), time.thread_time(), cpu_of(pids)
     start = time.perf_counter()
     while venv.engine_stats()["plies"] < plies:
         venv.step(random_actions(rng, venv.action_masks()))
     elapsed = time.perf_counter() - start
-    thread, after = time.thread_time() - thread_before, resource.getrusage(resource.RUSAGE_SELF)
+    thread, after, engines = time.thread_time() - thread_before, resource.getrusage(resource.RUSAGE_SELF), cpu_of(pids)
     stats = venv.engine_stats()
     venv.close()
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -101,9 +106,22 @@ def run_vector(num_envs: int, plies: int, pool=None, seed: int = 0, **kwargs) ->
         "seconds": elapsed,
         "cpu_us_per_ply": 1e6 * cpu / stats["plies"],
         "main_thread_us_per_ply": 1e6 * thread / stats["plies"],
+        "engine_cpu_us_per_ply": 1e6 * (engines - engines_before) / stats["plies"],
         "engine_calls_per_ply": stats["engine_calls_per_ply"],
         "cache_hit_rate": stats["cache_hit_rate"],
     }
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run_pooled(num_envs: int, depth: int, cache: bool, plies: int) -> dict:
@@ -129,11 +147,15 @@ def run_engine_only(batches: list[list[chess.Board]], depth: int) -> dict:
         limit = chess.engine.Limit(depth=depth)
         pool.evaluate([chess.Board()], limit)  # warm up
         n = sum(len(b) for b in batches)
+        before, engines_before = resource.getrusage(resource.RUSAGE_SELF), cpu_of(pool.pids)
         start = time.perf_counter()
         for batch in batches:
             pool.evaluate(batch, limit)
         elapsed = time.perf_counter() - start
-    return {"plies_per_s": n / elapsed, "positions": n, "seconds": elapsed}
+        after, engines = resource.getrusage(resource.RUSAGE_SELF), cpu_of(pool.pids)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {"plies_per_s": n / elapsed, "positions": n, "seconds": elapsed, "cpu_us_per_ply": 1e6 * cpu / n,
+            "engine_cpu_us_per_ply": 1e6 * (engines - engines_before) / n}
 
 
 def run_naive(depth: int, plies: int, seed: int = 0) -> dict:
@@ -372,12 +394,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_ratios(results: dict) -> None:
     """Ratios of every vector row to (a) PettingZoo, (b) the naive env and (c) the engine limit."""
-    limit = {(r["depth"], r["num_envs"]): r["plies_per_s"] for r in results["engine_only"]}
+    limit = {(r["depth"], r["num_envs"]): r for r in results["engine_only"]}
     for row in results["vector"]:
         row["vs_pettingzoo"] = row["plies_per_s"] / results["pettingzoo"]["plies_per_s"]
         if row["depth"] is not None:
+            alone = limit[(row["depth"], row["num_envs"])]
             row["vs_naive"] = row["plies_per_s"] / results["naive"][row["depth"]]["plies_per_s"]
-            row["vs_engine_only"] = row["plies_per_s"] / limit[(row["depth"], row["num_envs"])]
+            row["vs_engine_only"] = row["plies_per_s"] / alone["plies_per_s"]
+            # What the ratio would be if both were bound by CPU alone (all their processes' CPU per ply): the
+            # machine's other work moves it less than it moves wall-clock rates.
+            total = row["cpu_us_per_ply"] + row["engine_cpu_us_per_ply"]
+            row["vs_engine_only_cpu"] = (alone["cpu_us_per_ply"] + alone["engine_cpu_us_per_ply"]) / total
 
 
 def print_table(results: dict) -> None:
@@ -385,7 +412,8 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title="ChessVectorEnv throughput (random self-play, 2 Stockfish processes)")
-    columns = ("depth", "N", "cache", "plies/s", "CPU us/ply", "vs (a) PZ", "vs (b) naive", "vs (c) engine", "calls/ply", "hit rate")
+    columns = ("depth", "N", "cache", "plies/s", "CPU us/ply", "engine CPU us/ply", "vs (a) PZ", "vs (b) naive",
+               "vs (c) engine", "(c) by CPU", "calls/ply", "hit rate")
     for column in columns:
         table.add_column(column, justify="right")
     fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
@@ -396,22 +424,25 @@ def print_table(results: dict) -> None:
             {True: "on", False: "off", None: "-"}[r["cache"]],
             f"{r['plies_per_s']:.0f}",
             f"{r['cpu_us_per_ply']:.0f}",
+            f"{r['engine_cpu_us_per_ply']:.0f}" if r["depth"] else "-",
             fmt(r.get("vs_pettingzoo")),
             fmt(r.get("vs_naive")),
             fmt(r.get("vs_engine_only")),
+            fmt(r.get("vs_engine_only_cpu")),
             fmt(r["engine_calls_per_ply"]) if r["depth"] else "-",
             fmt(r["cache_hit_rate"]) if r["depth"] else "-",
         )
     console = Console(width=160)
     console.print(table)
     base = Table(title="Baselines (plies/s)")
-    for column in ("baseline", "depth", "N", "plies/s"):
+    for column in ("baseline", "depth", "N", "plies/s", "CPU us/ply (process + engines)"):
         base.add_column(column, justify="right")
     base.add_row("(a) PettingZoo chess_v6", "-", "1", f"{results['pettingzoo']['plies_per_s']:.0f}")
     for depth, r in results["naive"].items():
         base.add_row("(b) naive analyse x2", str(depth), "1", f"{r['plies_per_s']:.0f}")
     for r in results["engine_only"]:
-        base.add_row("(c) engine only, 2 procs", str(r["depth"]), str(r["num_envs"]), f"{r['plies_per_s']:.0f}")
+        base.add_row("(c) engine only, 2 procs", str(r["depth"]), str(r["num_envs"]), f"{r['plies_per_s']:.0f}",
+                     f"{r['cpu_us_per_ply']:.0f} + {r['engine_cpu_us_per_ply']:.0f}")
     console.print(base)
     grpo = Table(title="GRPO rollouts: 8 groups x 8, 10 plies, depth 1, cache on")
     for column in ("policy", "plies/s", "engine calls/ply", "cache hit rate"):

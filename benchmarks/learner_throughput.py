@@ -12,26 +12,31 @@ policy head (MaskablePPO adds its critic, one hidden layer of 64 on the shared t
 * ``grpo_games``: trajectory groups (8 x 8 games, every ply trained, ``train_plies="both"``);
 * ``grpo_moves``: move groups (K = 8 candidate moves per position, each valued by the engine): one forward
   and backward pass per position serves its K candidates, so it is reported per position and per candidate;
+* ``grpo_games_kl``, ``grpo_moves_kl``: the same with ``make train``'s KL penalty to the reference
+  (``kl_coef = 0.3``, ``kl_estimator = "exact"``): one more forward pass, of the reference, per minibatch;
 * ``maskable_ppo``: sb3-contrib's MaskablePPO, ``n_steps = 16``, ``gamma = 0``.
 
 A sample is one position through the network, forward and backward, per epoch: the ratio of samples/s is the
-ratio of learner cost per position trained. GRPO computes the reference policy's log-probabilities on one
-minibatch per update even with ``kl_coef = 0`` (``train/kl_ref`` is a collapse signal); PPO computes values.
+ratio of learner cost per position trained. With ``kl_coef = 0`` GRPO still runs the reference on one
+minibatch per update (``train/kl_ref`` is a collapse signal); PPO computes values.
 
 **Rollout forward pass.** ``sample_policy`` (the collectors' one call per vector step) on 64 positions, with 1
 and 2 torch threads, under ``torch.no_grad`` (what the collectors use) and ``torch.inference_mode``, and with
 the network and the observations in ``channels_last`` memory format.
 
-Torch threads are set per row (``torch.set_num_threads``); the load average is recorded.
+Torch threads are set per row (``torch.set_num_threads``); the load average is recorded. The machine is shared:
+the ratios by CPU time (``cpu_ratios``) move least with its other work, and with one torch thread they are the
+ratios a dedicated core would give.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
-import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,8 +68,10 @@ def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int
         return model, samples, samples
     from grpo_agent.grpo import GRPO
 
-    mode = algo.removeprefix("grpo_")
+    mode = algo.removeprefix("grpo_").removesuffix("_kl")
     extra = {"train_plies": "both"} if mode == "games" else {}
+    if algo.endswith("_kl"):
+        extra.update(KL)
     model = GRPO("ChessResNetPolicy", env, group_mode=mode, group_size=cfg["group_size"], horizon=cfg["horizon"],
                  policy_kwargs={"features_extractor_kwargs": net}, seed=0, device="cpu", **shared, **extra)
     model.learn(timesteps)
@@ -79,23 +86,28 @@ def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int
 
 
 def time_updates(cfg: dict[str, Any], algos: tuple[str, ...], threads: int, rounds: int) -> dict[str, dict]:
-    """Samples/s of each learner's ``train()``, alternating the learners round by round; best round each."""
+    """Samples/s of each learner's ``train()``, alternating the learners round by round; best round each, by the
+    wall clock and by this process's CPU time (``time.process_time``: the torch threads' work, not the time
+    the machine's other processes took from them)."""
     import torch
 
     torch.set_num_threads(threads)
     learners = {algo: build_learner(algo, cfg) for algo in algos}
     best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
     for model, _, _ in learners.values():
         model.train()  # warm-up: allocator, first-call overheads
     for _ in range(rounds):
         for algo, (model, _, _) in learners.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model.train()
             best[algo] = min(best.get(algo, float("inf")), time.perf_counter() - start)
+            best_cpu[algo] = min(best_cpu.get(algo, float("inf")), time.process_time() - cpu)
     out = {}
     for algo, (model, samples, candidates) in learners.items():
-        out[algo] = {"seconds_per_update": best[algo], "samples_per_update": samples(),
-                     "samples_per_s": samples() / best[algo], "candidates_per_s": candidates() / best[algo]}
+        out[algo] = {"seconds_per_update": best[algo], "cpu_seconds_per_update": best_cpu[algo],
+                     "samples_per_update": samples(), "samples_per_s": samples() / best[algo],
+                     "samples_per_cpu_s": samples() / best_cpu[algo], "candidates_per_s": candidates() / best[algo]}
         model.env.close()
     return out
 
@@ -114,19 +126,26 @@ def time_forward(cfg: dict[str, Any], threads: int, repeats: int) -> dict[str, f
                  policy_kwargs={"features_extractor_kwargs": {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}})
     obs = torch.as_tensor(env.reset(seed=0)[0])
     masks = torch.as_tensor(env.action_masks())
-    policy = model.policy.set_training_mode(False) or model.policy
+    env.close()
+    policy = model.policy
+    policy.set_training_mode(False)
+    last_policy = copy.deepcopy(policy).to(memory_format=torch.channels_last)
+    last_obs = obs.contiguous(memory_format=torch.channels_last)
     settings: dict[str, Callable[[], Any]] = {
         "no_grad": lambda: sample_policy(policy, obs, masks, 1.0, 1.0),
         "inference_mode": lambda: _in(torch.inference_mode(), lambda: sample_policy(policy, obs, masks, 1.0, 1.0)),
+        "channels_last": lambda: sample_policy(last_policy, last_obs, masks, 1.0, 1.0),
     }
-    out: dict[str, float] = {}
-    for name, call in settings.items():
-        out[name] = _best_ms(call, repeats)
-    policy.to(memory_format=torch.channels_last)
-    last = obs.contiguous(memory_format=torch.channels_last)
-    out["channels_last"] = _best_ms(lambda: sample_policy(policy, last, masks, 1.0, 1.0), repeats)
-    env.close()
-    return out
+    # The settings in alternation, each keeping its best call.
+    best = {name: float("inf") for name in settings}
+    for call in settings.values():
+        call()  # warm-up
+    for _ in range(repeats):
+        for name, call in settings.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 1000 * seconds for name, seconds in best.items()}
 
 
 def _in(context: contextlib.AbstractContextManager, call: Callable[[], Any]) -> Any:
@@ -134,25 +153,17 @@ def _in(context: contextlib.AbstractContextManager, call: Callable[[], Any]) -> 
         return call()
 
 
-def _best_ms(call: Callable[[], Any], repeats: int) -> float:
-    call()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best
-
-
 CONFIGS = {
-    # configs/default.yaml's network and minibatches (make train).
+    # configs/default.yaml's network and minibatch size (make train; it takes 1 epoch over 512 positions).
     "default": {"n_blocks": 4, "channels": 64, "batch_size": 256, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                 "group_size": 8},
     # benchmarks/compare_ppo.py's laptop preset.
     "laptop": {"n_blocks": 2, "channels": 32, "batch_size": 128, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                "group_size": 8},
 }
-ALGOS = ("grpo_games", "grpo_moves", "maskable_ppo")
+ALGOS = ("grpo_games", "grpo_moves", "grpo_games_kl", "grpo_moves_kl", "maskable_ppo")  # PPO last: the ratios' base
+#: configs/default.yaml's KL penalty
+KL = {"kl_coef": 0.3, "kl_estimator": "exact"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,22 +176,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()
-    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "rows": []}
+    from benchmarks.common import machine_info
+
+    report: dict[str, Any] = {"machine": machine_info(), "command": "python -m benchmarks.learner_throughput "
+                              + " ".join(argv if argv is not None else sys.argv[1:]), "rows": []}
     for name in args.configs:
         cfg = dict(CONFIGS[name])
         if args.quick:
             cfg.update(num_envs=16, horizon=4, n_blocks=1, channels=8, batch_size=32, n_epochs=1)
         for threads in args.threads:
             updates = time_updates(cfg, ALGOS, threads, 1 if args.quick else args.rounds)
-            forward = time_forward(cfg, threads, 3 if args.quick else 20)
-            ppo = updates["maskable_ppo"]["samples_per_s"]
-            ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_s"] / ppo for algo in ALGOS[:2]}
+            forward = time_forward(cfg, threads, 3 if args.quick else 40)
+            ppo = updates["maskable_ppo"]
+            ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_s"] / ppo["samples_per_s"] for algo in ALGOS[:-1]}
+            cpu_ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_cpu_s"] / ppo["samples_per_cpu_s"]
+                          for algo in ALGOS[:-1]}
             report["rows"].append({"config": name, **cfg, "threads": threads, "updates": updates,
-                                   "ratios": ratios, "rollout_forward_ms": forward})
+                                   "ratios": ratios, "cpu_ratios": cpu_ratios, "rollout_forward_ms": forward})
             print(f"{name} threads={threads}: " + ", ".join(
                 f"{algo} {u['samples_per_s']:.0f} samples/s" for algo, u in updates.items())
                 + f" | grpo_moves {updates['grpo_moves']['candidates_per_s']:.0f} candidates/s"
                 + " | ratios " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
+                + " | by CPU time " + ", ".join(f"{v:.2f}" for v in cpu_ratios.values())
                 + " | rollout forward ms " + ", ".join(f"{k} {v:.2f}" for k, v in forward.items()), flush=True)
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -439,14 +439,15 @@ def _build_pieces(encodings: Sequence[BoardEncoding], squares: bool) -> None:
             encoding._squares = chars[64 * j : 64 * j + 64]
 
 
-def encode_all(encodings: Sequence[BoardEncoding]) -> None:
+def encode_all(encodings: Sequence[BoardEncoding], masks: bool = True) -> None:
     """Build the legal-move mask, piece planes and FEN squares of each of ``encodings``, all at once.
 
     The same arrays as each encoding builds on its own, with a handful of numpy calls for the whole
     batch rather than for each position: a vector env calls it on its games' encodings once a step,
-    before reading their masks, observations and EPDs. Whatever an encoding has built already is kept.
+    before reading their masks, observations and EPDs. Whatever an encoding has built already is kept;
+    ``masks=False`` leaves the masks for a later call (the vector env's EPDs go to the engines first).
     """
-    need_masks = [encoding for encoding in encodings if encoding._mask is None]
+    need_masks = [encoding for encoding in encodings if encoding._mask is None] if masks else []
     if need_masks:
         _build_masks(need_masks)
     need_pieces = [encoding for encoding in encodings if encoding._pieces is None]

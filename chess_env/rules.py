@@ -67,7 +67,8 @@ def _automatic_outcome(board: chess.Board, has_legal_moves: bool | None) -> ches
     # python-chess's order of precedence: mate, insufficient material, stalemate, 75 moves, fivefold.
     if not has_legal_moves and board.is_check():
         return chess.Outcome(chess.Termination.CHECKMATE, not board.turn)
-    if board.is_insufficient_material():
+    # A pawn, rook or queen on the board is mating material for its side: python-chess's first test, inlined.
+    if not (board.pawns | board.rooks | board.queens) and board.is_insufficient_material():
         return chess.Outcome(chess.Termination.INSUFFICIENT_MATERIAL, None)
     if not has_legal_moves:
         return chess.Outcome(chess.Termination.STALEMATE, None)

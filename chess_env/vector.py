@@ -257,8 +257,10 @@ class ChessVectorEnv(VectorEnv):
                 scored.append(env._begin_reset(seed, opts, drawn=groups[1][i // groups[0]]))
             else:
                 scored.append(env._begin_reset(seed, opts, opening=self.envs[i - i % groups[0]]._opening))
-        encode_all([self.envs[i]._encoding_of for i in indices])
+        encodings = [self.envs[i]._encoding_of for i in indices]
+        encode_all(encodings, masks=False)
         pending = self._submit([self.envs[i]._position() for i, score in zip(indices, scored) if score])
+        encode_all(encodings)
         observed = self._observe(indices, resets=indices)  # while the engines search
         infos = [observed[i] for i in indices]
         scores = iter(_scores(pending))
@@ -369,11 +371,13 @@ class ChessVectorEnv(VectorEnv):
                     score = env._begin_reset(None, None)
             if score:
                 owners.append(i)
-        # Every new position's mask, pieces and FEN in one numpy pass, then the pool's positions from them.
+        # Every new position's pieces and FEN squares in one numpy pass, and the pool's positions from them;
+        # the masks (one more pass) and everything else that does not depend on a score while the engines search.
         active = [i for i in range(self.num_envs) if kind[i] != "pad"]
-        encode_all([self.envs[i]._encoding_of for i in active])
+        encodings = [self.envs[i]._encoding_of for i in active]
+        encode_all(encodings, masks=False)
         pending = self._submit([self.envs[i]._position() for i in owners])
-        # Everything that does not depend on a score, while the engines search.
+        encode_all(encodings)
         views = self._observe(active, [i for i in active if kind[i] == "reset"])
         scores = dict(zip(owners, _scores(pending)))
 

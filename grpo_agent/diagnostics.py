@@ -452,9 +452,10 @@ class SamplingHealth:
         self._n_legal: list[np.ndarray] = []
 
     @th.no_grad()
-    def add(self, log_p: th.Tensor, action_masks: th.Tensor, counted: Any = None) -> None:
-        """Add the rows ``counted`` (default: all) of ``log_p`` ``(N, A)`` (illegal entries very negative)."""
-        entropy = -(log_p.exp() * log_p).sum(dim=1)
+    def add(self, log_p: th.Tensor, probs: th.Tensor, action_masks: th.Tensor, counted: Any = None) -> None:
+        """Add the rows ``counted`` (default: all) of ``log_p`` ``(N, A)`` (illegal entries very negative) and
+        their probabilities ``probs`` (passed, not ``log_p.exp()``: torch's CPU ``exp`` is slow on those entries)."""
+        entropy = -(probs * log_p).sum(dim=1)
         n_legal = action_masks.sum(dim=1)
         if counted is not None:
             keep = th.as_tensor(_np(counted, bool), device=log_p.device)

@@ -36,7 +36,7 @@ from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
 from grpo_agent.distributed import RayRollouts
 from grpo_agent.guards import NonFiniteAction
-from grpo_agent.loss import minibatch_loss, reference_kl
+from grpo_agent.loss import minibatch_loss
 from grpo_agent.options import check_backend, check_options
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
 from grpo_agent.rollout import CollectorSpec, GameGroupCollector, MoveGroupCollector, check_group_env
@@ -477,10 +477,6 @@ class GRPO(BaseAlgorithm):
 
     # -- update ------------------------------------------------------------------------------------------
 
-    def _needs_reference(self, kl_coef: float) -> bool:
-        """Whether the loss reads the reference: a KL penalty, or a controller that adapts one."""
-        return kl_coef > 0 or self.guardrails.kl_controller is not None
-
     def _optimizer_step(self, loss: th.Tensor, stats: dict[str, float]) -> NonFiniteAction:
         """Back-propagate and step, unless the loss or the gradient norm is not finite (then drop the gradient)."""
         nonfinite = self.guardrails.nonfinite
@@ -517,22 +513,24 @@ class GRPO(BaseAlgorithm):
             "ent_coef": self.guardrails.ent_coef(self.ent_coef, progress),  # type: ignore[arg-type]
             "kl_coef": self.guardrails.kl_coef(self.kl_coef, progress),  # type: ignore[arg-type]
         }
-        with_reference = self._needs_reference(coefs["kl_coef"])
+        # The loss reads the reference with a KL penalty, or with a controller that adapts one.
+        with_reference = coefs["kl_coef"] > 0 or self.guardrails.kl_controller is not None
         history: dict[str, list[float]] = {}
         first: dict[str, float] | None = None
         steps, nonfinite_skips, why_skipped = 0, 0, "dynamic sampling left no trained ply"
         for epoch in range(self.n_epochs):
             stop = False
             for data in self.rollout_buffer.get(self.batch_size):
-                loss, stats = minibatch_loss(self.policy, self.ref_policy if with_reference else None, data,
-                                             self._rollout_temperature, coefs, self.kl_estimator)
+                # Without a KL term the reference is still watched, on the first minibatch only (one forward).
+                watch = not with_reference and first is None
+                loss, stats = minibatch_loss(self.policy, self.ref_policy if with_reference or watch else None, data,
+                                             self._rollout_temperature, coefs, self.kl_estimator, with_reference)
                 if first is None:
                     # Straight after the rollout the policy is the sampling policy: any deviation here is a
                     # log-probability mismatch (temperature, masking, train/eval mode), not learning.
                     first = {"ratio_dev_first_batch": stats["ratio_dev"]}
-                    if not with_reference:
-                        first["kl_ref"] = reference_kl(self.policy, self.ref_policy, data, self._rollout_temperature,
-                                                       self.kl_estimator)
+                    if watch:
+                        first["kl_ref"] = stats.pop("kl_ref")
                 if self.target_kl is not None and stats["approx_kl"] > 1.5 * self.target_kl:
                     why_skipped = f"target_kl: approx_kl {stats['approx_kl']:.4f} > 1.5 * {self.target_kl} at epoch {epoch}"
                     if self.verbose >= 1:

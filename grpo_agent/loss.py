@@ -11,15 +11,15 @@ import torch as th
 
 from grpo_agent.buffers import GroupRolloutBufferSamples
 from grpo_agent.diagnostics import drift_statistics, normalized_entropy
-from grpo_agent.policies import GRPOPolicy
+from grpo_agent.policies import GRPOPolicy, masked_entropy
 
-__all__ = ["KL_ESTIMATORS", "grpo_loss", "kl_to_reference", "minibatch_loss", "reference_kl"]
+__all__ = ["KL_ESTIMATORS", "grpo_loss", "kl_to_reference", "minibatch_loss"]
 
 KL_ESTIMATORS = ("exact", "k3")
 
 
 def kl_to_reference(
-    estimator: str, log_p: th.Tensor, ref_log_p: th.Tensor, actions: th.Tensor, weights: th.Tensor
+    estimator: str, log_p: th.Tensor, probs: th.Tensor, ref_log_p: th.Tensor, actions: th.Tensor, weights: th.Tensor
 ) -> th.Tensor:
     """Per-position KL(pi || pi_ref) between the policy and the reference, shape ``(N,)``.
 
@@ -33,11 +33,12 @@ def kl_to_reference(
     hardest where the reference has mass the policy lacks.
 
     :param log_p: ``(N, A)`` normalized log-probabilities of the policy (with gradient)
+    :param probs: ``(N, A)`` its probabilities, ``log_p.exp()`` (:meth:`GRPOPolicy.log_probs` gives both)
     :param ref_log_p: ``(N, A)`` those of the reference, at the same temperature
     :param actions: ``(N, K)`` the sampled moves; :param weights: ``(N, K)`` their loss weights
     """
     if estimator == "exact":
-        return (log_p.exp() * (log_p - ref_log_p)).sum(dim=1)
+        return (probs * (log_p - ref_log_p)).sum(dim=1)
     if estimator == "k3":
         log_ratio = ref_log_p.gather(1, actions) - log_p.gather(1, actions)
         k3 = th.exp(log_ratio) - log_ratio - 1.0
@@ -92,6 +93,7 @@ def minibatch_loss(
     temperature: float,
     coefs: dict[str, float],
     kl_estimator: str = "exact",
+    kl_in_loss: bool = True,
 ) -> tuple[th.Tensor, dict[str, float]]:
     """The loss of one minibatch from one forward pass of the policy (and one of the reference, when given), and
     its statistics.
@@ -101,39 +103,38 @@ def minibatch_loss(
     statistics (``approx_kl``, clip fractions, ESS, ``ratio_dev``) judge only the samples whose stored
     log-probability is the policy's own, not those drawn from the Dirichlet mixture.
 
-    :param ref_policy: the KL reference, or None when the loss does not read it (no ``kl_ref`` in the stats)
+    :param ref_policy: the KL reference, or None when nothing reads it (no ``kl_ref`` in the stats)
     :param temperature: the rollout's temperature (the stored log-probabilities were taken at it)
     :param coefs: ``clip_range``, ``clip_range_high``, ``ent_coef`` and ``kl_coef``
+    :param kl_in_loss: False: the reference is only watched (``train/kl_ref`` as a collapse signal while the loss
+        has no KL term): ``kl_ref`` is the plain mean over positions of :func:`kl_to_reference` with every sample
+        weighted 1, without gradient
     """
     actions = data.actions.long().reshape(len(data.actions), -1)
-    dist = policy.get_distribution(data.observations, data.action_masks, temperature)
-    log_p = dist.distribution.logits
+    log_p, probs = policy.log_probs(data.observations, data.action_masks, temperature)
     log_prob = log_p.gather(1, actions)
     old_log_prob, advantages, weights = (x.reshape(actions.shape) for x in (data.old_log_prob, data.advantages, data.weights))
-    entropy = dist.entropy()
+    entropy = masked_entropy(log_p, probs, data.action_masks)
     kl = th.zeros_like(entropy)
+    watched: float | None = None
     if ref_policy is not None:
         with th.no_grad():
-            ref_log_p = ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-        kl = kl_to_reference(kl_estimator, log_p, ref_log_p, actions, weights)
+            ref_log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)
+        if kl_in_loss:
+            kl = kl_to_reference(kl_estimator, log_p, probs, ref_log_p, actions, weights)
+        else:
+            with th.no_grad():
+                ones = th.ones_like(weights)
+                watched = float(kl_to_reference(kl_estimator, log_p, probs, ref_log_p, actions, ones).mean())
     loss, stats = grpo_loss(
         log_prob, old_log_prob, advantages, weights, entropy, kl,
         coefs["clip_range"], coefs["clip_range_high"], coefs["ent_coef"], coefs["kl_coef"],
     )
     if ref_policy is None:
         del stats["kl_ref"]
+    elif watched is not None:
+        stats["kl_ref"] = watched
     judged = (weights > 0) & ~data.noisy.reshape(len(actions), -1).expand_as(weights)
     stats.update(drift_statistics(log_prob - old_log_prob, advantages, coefs["clip_range"], coefs["clip_range_high"], judged))
     stats["entropy_norm"] = normalized_entropy(entropy, data.action_masks.sum(dim=1))
     return loss, stats
-
-
-@th.no_grad()
-def reference_kl(
-    policy: GRPOPolicy, ref_policy: GRPOPolicy, data: GroupRolloutBufferSamples, temperature: float, kl_estimator: str
-) -> float:
-    """``train/kl_ref`` on one minibatch, for updates whose loss does not read the reference (a collapse signal)."""
-    log_p = policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-    ref_log_p = ref_policy.get_distribution(data.observations, data.action_masks, temperature).distribution.logits
-    actions = data.actions.long().reshape(len(data.actions), -1)
-    return float(kl_to_reference(kl_estimator, log_p, ref_log_p, actions, th.ones_like(actions, dtype=log_p.dtype)).mean())

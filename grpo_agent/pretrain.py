@@ -9,7 +9,7 @@ shortest mates (``score_value`` maps every mate to 1, and a spread over mates of
 teach the policy to dawdle and miss mate-in-one puzzles).
 
 **Loss** of a position: ``-sum_a q(a) log pi(a | s)`` with ``pi`` the policy's own masked distribution at
-temperature 1 (:meth:`~grpo_agent.policies.GRPOPolicy.get_distribution`, the distribution GRPO samples
+temperature 1 (:meth:`~grpo_agent.policies.GRPOPolicy.log_probs`, the distribution GRPO samples
 from), averaged over minibatches; AdamW, a cosine (or constant) learning rate, gradient-norm clipping.
 
 **Held out**: whole walks, ``heldout_frac`` of the positions, so neighbouring positions of one walk never
@@ -218,14 +218,15 @@ class _Batches:
         return Batch(*(th.as_tensor(x, device=self.device) for x in arrays))
 
 
-def pretrain_loss(policy: GRPOPolicy, batch: Batch) -> tuple[th.Tensor, th.Tensor]:
-    """Per position, the cross-entropy ``-sum_a q(a) log pi(a | s)`` over the legal moves, and ``log pi``.
+def pretrain_loss(policy: GRPOPolicy, batch: Batch) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """Per position, the cross-entropy ``-sum_a q(a) log pi(a | s)`` over the legal moves, ``log pi`` and ``pi``.
 
-    ``pi`` is the policy's masked distribution at temperature 1, exactly what GRPO samples from: its
-    normalised logits are about -1e8 at illegal moves, where the targets are 0.
+    ``pi`` is the policy's masked distribution at temperature 1, exactly what GRPO samples from
+    (:meth:`~grpo_agent.policies.GRPOPolicy.log_probs`): its log-probabilities are about -1e8 at illegal moves,
+    where the targets are 0.
     """
-    log_pi = policy.get_distribution(batch.obs, batch.masks).distribution.logits
-    return -(batch.targets * log_pi).sum(dim=1), log_pi
+    log_pi, pi = policy.log_probs(batch.obs, batch.masks)
+    return -(batch.targets * log_pi).sum(dim=1), log_pi, pi
 
 
 def _top1(batch: Batch, log_pi: th.Tensor) -> th.Tensor:
@@ -240,8 +241,8 @@ def heldout_metrics(policy: GRPOPolicy, batches: _Batches, idx: np.ndarray, batc
     sums = np.zeros(3)
     for start in range(0, len(idx), batch_size):
         batch = batches(idx[start : start + batch_size])
-        loss, log_pi = pretrain_loss(policy, batch)
-        entropy = -(log_pi.exp() * log_pi).sum(dim=1)
+        loss, log_pi, pi = pretrain_loss(policy, batch)
+        entropy = -(pi * log_pi).sum(dim=1)
         sums += [loss.sum().item(), _top1(batch, log_pi).sum().item(),
                  (entropy / batch.masks.sum(dim=1).float().log()).sum().item()]
     loss, top1, entropy_norm = sums / len(idx)
@@ -306,7 +307,7 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
             for i in range(steps_per_epoch):
                 policy.set_training_mode(True)
                 batch = batches(order[i * config.batch_size : (i + 1) * config.batch_size])
-                loss, log_pi = pretrain_loss(policy, batch)
+                loss, log_pi, _ = pretrain_loss(policy, batch)
                 optimizer.zero_grad()
                 ((batch.weights * loss).sum() / batch.weights.sum()).backward()
                 th.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)

@@ -130,3 +130,11 @@ def test_ablation_ci_preset_end_to_end_and_resumes(tmp_path):
     again = ablation.run("ci", tmp_path, quiet=True, entropy_threshold=2.0)
     assert {p: p.stat().st_mtime_ns for p in cell_files} == before
     assert len(again["collapsed"]) == n_cells
+
+
+def test_train_throughput_times_learn_after_a_warm_up():
+    from benchmarks import train_throughput
+
+    row = train_throughput.measure("configs/smoke.yaml", 64)
+    assert row["env_steps"] == 64  # 2 timed rollouts of 8 games x 4 plies, after the untimed one
+    assert row["env_steps_per_s"] > 0 and 0 < row["learner_frac"] < 1

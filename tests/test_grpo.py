@@ -144,6 +144,35 @@ def test_reference_refresh():
     model.env.close()
 
 
+@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
+def test_reference_forward_passes_per_update(kl_coef):
+    """With a KL term the reference runs once per minibatch; without, once per update, on the first minibatch,
+    for train/kl_ref (the policy's own forward of that minibatch serves it): the plain mean of the exact KL."""
+    model = make_model(kl_coef=kl_coef, n_epochs=2, batch_size=8)
+    buffer = collect(model)
+    th.manual_seed(1)
+    with th.no_grad():  # a reference different from the policy, so the KL is not 0
+        for param in model.ref_policy.parameters():
+            param.add_(0.05 * th.randn_like(param))
+    calls = {"policy": 0, "ref": 0}
+    for name, net in (("policy", model.policy), ("ref", model.ref_policy)):
+        net.action_net.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    state = np.random.get_state()
+    first = next(buffer.get(model.batch_size))
+    with th.no_grad():
+        log_p, probs = model.policy.log_probs(first.observations, first.action_masks)
+        ref_log_p, _ = model.ref_policy.log_probs(first.observations, first.action_masks)
+    expected = float((probs * (log_p - ref_log_p)).sum(dim=1).mean())
+    np.random.set_state(state)  # train() draws the same first minibatch
+    calls.update(policy=0, ref=0)
+    model.train()
+    minibatches = 2 * -(-int(buffer.trained.sum()) // 8)
+    assert calls == {"policy": minibatches, "ref": minibatches if kl_coef > 0 else 1}
+    if kl_coef == 0:
+        assert model.last_train_stats["kl_ref"] == pytest.approx(expected, rel=1e-5)
+    model.env.close()
+
+
 def test_target_kl_stops_the_epochs():
     model = make_model(n_epochs=5, batch_size=8, learning_rate=1e-2, target_kl=1e-9)
     collect(model)

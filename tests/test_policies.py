@@ -6,7 +6,7 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from grpo_agent.policies import ChessResNet, ChessResNetPolicy, ConvPolicyHead, GRPOPolicy, MlpPolicy
+from grpo_agent.policies import ChessResNet, ChessResNetPolicy, ConvPolicyHead, GRPOPolicy, MlpPolicy, masked_entropy
 
 OBS = spaces.Box(0.0, 1.0, (21, 8, 8), np.float32)
 ACT = spaces.Discrete(4672)
@@ -69,6 +69,32 @@ def test_masked_entropy_ignores_illegal_moves():
         dist = policy.action_dist.proba_distribution(shifted)
         dist.apply_masking(masks)
         np.testing.assert_allclose(dist.entropy().numpy(), expected, rtol=1e-5)
+
+
+def test_log_probs_equal_sb3_contribs_masked_distribution():
+    """The fused path (one log_softmax and one softmax of the masked logits) against MaskableCategorical,
+    which GRPO read before: the same log-probabilities, probabilities, entropy and gradients."""
+    policy = make()
+    rng = np.random.default_rng(4)
+    obs = th.as_tensor(rng.random((5, 21, 8, 8), dtype=np.float32))
+    masks = th.as_tensor(random_masks(rng, 5, k=25))
+    with th.no_grad():
+        policy.action_net.net[-1].bias.data.normal_(std=3.0)
+    for temperature in (1.0, 0.4, 2.5):
+        log_p, probs = policy.log_probs(obs, masks, temperature)
+        reference = policy.action_dist.proba_distribution(policy.logits(obs) / temperature)
+        reference.apply_masking(masks)
+        th.testing.assert_close(log_p[masks], reference.distribution.logits[masks], rtol=1e-5, atol=1e-6)
+        th.testing.assert_close(probs, reference.distribution.probs, rtol=1e-5, atol=1e-7)
+        assert (probs[~masks] == 0).all() and (log_p[~masks] < -1e7).all()
+        entropy = masked_entropy(log_p, probs, masks)
+        th.testing.assert_close(entropy, reference.entropy(), rtol=1e-5, atol=1e-6)
+        actions = th.as_tensor([np.flatnonzero(m)[1] for m in masks.numpy()])
+        ours = th.autograd.grad((log_p.gather(1, actions[:, None]).sum() + entropy.sum()),
+                                policy.action_net.net[-1].bias)[0]
+        theirs = th.autograd.grad((reference.log_prob(actions).sum() + reference.entropy().sum()),
+                                  policy.action_net.net[-1].bias)[0]
+        th.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_conv_head_index_is_square_times_73_plus_plane():

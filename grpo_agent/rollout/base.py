@@ -103,13 +103,14 @@ class PolicySample:
         and noise included): the old log-probabilities of the importance ratio
     :param log_p: ``(N, A)`` normalized log-probabilities of the sampling temperature, before any noise
     :param policy_log_p: ``(N, A)`` the policy's normalized log-probabilities at the configured temperature
-        (no boost, no noise), for the health statistics
+        (no boost, no noise), for the health statistics; :param policy_probs: their probabilities
     """
 
     actions: th.Tensor
     log_prob: th.Tensor
     log_p: th.Tensor
     policy_log_p: th.Tensor
+    policy_probs: th.Tensor
 
 
 @th.no_grad()
@@ -130,13 +131,13 @@ def sample_policy(
     :param replacement: with replacement (independent samples) or without (distinct moves, at most #legal)
     :param noise: first-ply Dirichlet noise, or None
     """
-    dist = policy.get_distribution(obs, masks, temperature)
-    log_p = dist.distribution.logits  # normalized; illegal entries ~ -1e8
-    sampled_log_p = log_p
+    log_p, probs = policy.log_probs(obs, masks, temperature)  # illegal entries: log_p ~ -1e8, probs 0
+    sampled_log_p, sampled_probs = log_p, probs
     if noise is not None:
-        sampled_log_p = th.log(dirichlet_mix(dist.distribution.probs, masks, noise.alpha, noise.frac, noise.rng))
+        sampled_probs = dirichlet_mix(probs, masks, noise.alpha, noise.frac, noise.rng)
+        sampled_log_p = th.log(sampled_probs)
     if replacement:
-        actions = th.multinomial(sampled_log_p.exp(), n_samples, replacement=True)
+        actions = th.multinomial(sampled_probs, n_samples, replacement=True)
     else:
         # Gumbel top-k draws n_samples distinct moves in proportion to the probabilities; a position with fewer
         # legal moves than n_samples gets illegal extras, which the caller drops by the mask.
@@ -145,8 +146,11 @@ def sample_policy(
     # The stored log-probability of each move is its single-draw probability under the distribution actually
     # sampled; without noise it comes from the logits exactly as the update's evaluation does (the ratio starts at 1).
     log_prob = sampled_log_p.gather(1, actions)
-    policy_log_p = log_p if temperature == base_temperature else th.log_softmax(log_p * (temperature / base_temperature), dim=1)
-    return PolicySample(actions, log_prob, log_p, policy_log_p)
+    policy_log_p, policy_probs = log_p, probs
+    if temperature != base_temperature:
+        rescaled = log_p * (temperature / base_temperature)
+        policy_log_p, policy_probs = th.log_softmax(rescaled, dim=1), th.softmax(rescaled, dim=1)
+    return PolicySample(actions, log_prob, log_p, policy_log_p, policy_probs)
 
 
 ENGINE_COUNTERS = ("cache_hits", "cache_misses", "engine_calls")

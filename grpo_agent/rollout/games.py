@@ -96,7 +96,7 @@ class GameGroupCollector(Collector):
                 policy, obs_as_tensor(obs[active], self.device), mask_tensor[active], temperature, base_temperature,
                 noise=noise,
             )
-            health.add(sample.policy_log_p, mask_tensor[active], trained_now[active])
+            health.add(sample.policy_log_p, sample.policy_probs, mask_tensor[active], trained_now[active])
             full_log_p = th.zeros(env.num_envs, sample.policy_log_p.shape[1], device=self.device)
             full_log_p[th.as_tensor(active, device=self.device)] = sample.policy_log_p
             diversity.add(full_log_p, trained_now.reshape(self.n_groups, self.group_size), mask_tensor)

@@ -167,6 +167,6 @@ class MoveGroupCollector(Collector):
                                    self.replacement, self.noise)
             actions, log_probs, advance = sample.actions, sample.log_prob, sample.actions[:, 0]
             candidates = masks.gather(1, actions)  # all True, but for draws without replacement past #legal
-        health.add(sample.policy_log_p, masks)
+        health.add(sample.policy_log_p, sample.policy_probs, masks)
         return (actions.cpu().numpy(), log_probs.cpu().numpy(), candidates.cpu().numpy(), advance.cpu().numpy(),
-                sample.policy_log_p.exp().cpu().numpy())
+                sample.policy_probs.cpu().numpy())
