@@ -35,7 +35,7 @@ from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
 from grpo_agent.distributed import RayRollouts
-from grpo_agent.guards import NonFiniteAction
+from grpo_agent.guards import NonFiniteAction, guarded_step
 from grpo_agent.loss import minibatch_loss
 from grpo_agent.options import check_backend, check_options
 from grpo_agent.policies import ChessResNetPolicy, GRPOPolicy, MlpPolicy
@@ -58,9 +58,8 @@ class GRPO(BaseAlgorithm):
     :param horizon: plies per game (T), or steps (move groups); a rollout is ``num_envs * horizon`` timesteps
     :param n_epochs: passes over the rollout per update
     :param batch_size: plies (games) or positions (moves) per minibatch
-    :param temperature: rollout sampling temperature; the stored and recomputed log-probabilities, the
-        reference log-probabilities and the entropy all use it (``predict`` uses 1). A collapse guard boosting
-        the temperature multiplies it for whole rollouts (the update uses the temperature its rollout used)
+    :param temperature: rollout sampling temperature, used by every log-probability, the reference and the
+        entropy of the update too (``predict`` uses 1); a guard's boost multiplies it for whole rollouts
     :param sample_without_replacement: move groups: distinct candidates (Gumbel top-k) instead of independent draws
     :param all_moves_weighting: move groups of every legal move: ``"policy"`` (each move by its old probability:
         the exact expected policy gradient) or ``"uniform"`` (every move's log-probability moves by its advantage)
@@ -85,10 +84,8 @@ class GRPO(BaseAlgorithm):
     :param ref_update_interval: copy the policy into the reference every this many rollouts (0 = never: the
         reference stays the initial policy)
     :param max_grad_norm: gradient-norm clip (``None`` = no clipping; the norm is logged either way)
-    :param target_kl: SB3's early stop: an epoch ends the update when a minibatch's ``approx_kl`` exceeds
-        ``1.5 * target_kl`` (``None`` = no limit); plies sampled with Dirichlet noise are not judged (their ratio
-        is ``pi / mixture``, not 1, before any step). An update that made no optimizer step at all is counted in
-        ``train/skipped_updates`` and printed. Not the adaptive KL controller (``kl_target``)
+    :param target_kl: SB3's early stop: the update ends when a minibatch's ``approx_kl`` exceeds ``1.5 *
+        target_kl`` (``None`` = no limit; plies sampled with Dirichlet noise are not judged). Not ``kl_target``
     :param kl_target: (and ``kl_horizon``, ``kl_coef_bounds``, ``target_entropy``, ``target_entropy_lr``,
         ``ent_coef_bounds``, ``entropy_floor``, ``agreement_ceiling``, ``guard_patience``, ``on_collapse``,
         ``boost_factor``, ``max_boost``, ``boost_decay``, ``boost_targets``, ``max_temperature_boost``,
@@ -97,17 +94,12 @@ class GRPO(BaseAlgorithm):
         with its default in :meth:`grpo_agent.control.Guardrails.from_options`
     :param guard_save_dir: folder of the ``guard_stop_<timesteps>.zip`` checkpoints (default ``None``: the
         logger's folder, which is the run folder under ``grpo-chess train``)
-    :param drop_zero_std_groups: dynamic sampling (default False): groups whose trained plies would all get
-        advantage 0 (no reward spread beyond ``zero_std_tol`` in the values the advantage mode centers) leave
-        the update before the advantages are scaled; ``rollout/dropped_groups`` counts them, and a rollout with
-        nothing left skips the update and says so
-    :param zero_std_tol: spread (reward units, peak to peak) at or below which a group has no spread (default
-        1e-6); also used by ``rollout/frac_reward_zero_std``
+    :param drop_zero_std_groups: dynamic sampling (default False): groups without reward spread beyond
+        ``zero_std_tol`` (peak to peak, default 1e-6) leave the update (:meth:`GroupRolloutBuffer.finish`)
+    :param zero_std_tol: see ``drop_zero_std_groups``; also used by ``rollout/frac_reward_zero_std``
     :param dirichlet_alpha: concentration of the first-ply Dirichlet noise (default 0.3, AlphaZero's for chess)
-    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25): the first ply (every
-        position's candidates, with move groups) is sampled from ``(1 - frac) * pi + frac * Dir(alpha)`` over the legal moves and its stored old
-        log-probability is that of this mixture, so the update's importance ratio ``pi / mixture`` corrects for
-        the noise (those plies are left out of ``train/ratio_dev_first_batch``, whose 0 checks the others)
+    :param dirichlet_frac: weight of that noise (default 0.0 = off; AlphaZero used 0.25); the importance ratio
+        corrects for it (:mod:`grpo_agent.rollout.noise`)
     :param max_nonfinite: a minibatch with a non-finite loss or gradient norm is skipped (no optimizer step);
         this many in a row save ``guard_stop_<timesteps>.zip`` and end ``learn()`` with the offending
         statistics (default 3)
@@ -477,26 +469,6 @@ class GRPO(BaseAlgorithm):
 
     # -- update ------------------------------------------------------------------------------------------
 
-    def _optimizer_step(self, loss: th.Tensor, stats: dict[str, float]) -> NonFiniteAction:
-        """Back-propagate and step, unless the loss or the gradient norm is not finite (then drop the gradient)."""
-        nonfinite = self.guardrails.nonfinite
-        self.policy.optimizer.zero_grad()
-        verdict = nonfinite.check(loss.item(), None, stats)
-        if verdict is NonFiniteAction.OK:
-            loss.backward()
-            max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-            grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm).item()
-            verdict = nonfinite.check(loss.item(), grad_norm, stats)
-        if verdict is not NonFiniteAction.OK:
-            # A NaN/inf step would poison every parameter it touches.
-            self.policy.optimizer.zero_grad()
-            if self.verbose >= 1 or verdict is NonFiniteAction.STOP:
-                print(f"[guard nonfinite] skipped a minibatch: {nonfinite.message()}")
-            return verdict
-        self.policy.optimizer.step()
-        stats.update(grad_norm=grad_norm, loss=loss.item())
-        return verdict
-
     def train(self) -> None:
         """Update the policy on the current rollout: ``n_epochs`` passes of minibatches of trained plies.
 
@@ -537,7 +509,8 @@ class GRPO(BaseAlgorithm):
                         print(f"Early stopping at epoch {epoch} due to reaching max kl: {stats['approx_kl']:.4f}")
                     stop = True
                     break
-                verdict = self._optimizer_step(loss, stats)
+                verdict = guarded_step(self.policy, loss, stats, self.guardrails.nonfinite, self.max_grad_norm,
+                                       self.verbose)
                 if verdict is NonFiniteAction.OK:
                     steps += 1
                     for key, value in stats.items():

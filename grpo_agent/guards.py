@@ -17,7 +17,7 @@ from typing import Any
 
 import torch as th
 
-__all__ = ["CollapseGuard", "GuardAction", "GuardEvent", "NonFiniteAction", "NonFiniteGuard", "ON_COLLAPSE"]
+__all__ = ["CollapseGuard", "GuardAction", "GuardEvent", "NonFiniteAction", "NonFiniteGuard", "ON_COLLAPSE", "guarded_step"]
 
 
 def _load(obj: Any, state: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -435,3 +435,25 @@ class NonFiniteGuard:
     def as_log_dict(self) -> dict[str, float]:
         """``guard/nonfinite_consecutive`` and ``guard/nonfinite_skipped``."""
         return {"guard/nonfinite_consecutive": float(self.consecutive), "guard/nonfinite_skipped": float(self.n_skipped)}
+
+
+def guarded_step(policy: Any, loss: th.Tensor, stats: dict[str, float], guard: NonFiniteGuard,
+                 max_grad_norm: float | None, verbose: int = 0) -> NonFiniteAction:
+    """Back-propagate ``loss`` and step ``policy.optimizer``, unless the loss or the gradient norm is not finite
+    (then the gradient is dropped: a NaN/inf step would poison every parameter it touches). Adds ``grad_norm``
+    and ``loss`` to ``stats`` after a step; returns ``guard``'s verdict."""
+    policy.optimizer.zero_grad()
+    verdict = guard.check(loss.item(), None, stats)
+    if verdict is NonFiniteAction.OK:
+        loss.backward()
+        max_norm = max_grad_norm if max_grad_norm is not None else float("inf")
+        grad_norm = th.nn.utils.clip_grad_norm_(policy.parameters(), max_norm).item()
+        verdict = guard.check(loss.item(), grad_norm, stats)
+    if verdict is not NonFiniteAction.OK:
+        policy.optimizer.zero_grad()
+        if verbose >= 1 or verdict is NonFiniteAction.STOP:
+            print(f"[guard nonfinite] skipped a minibatch: {guard.message()}")
+        return verdict
+    policy.optimizer.step()
+    stats.update(grad_norm=grad_norm, loss=loss.item())
+    return verdict
