@@ -131,7 +131,7 @@ def run_one(method: str, seed: int, seconds: float, out_dir: Path) -> dict[str, 
         import json
 
         record = json.loads(path.read_text())
-        if record.get("seconds") == seconds and record.get("eval") == EVAL:
+        if record.get("seconds") == seconds and record.get("eval") == json.loads(json.dumps(EVAL)):  # tuples: lists
             return record
     limit_threads(1)
     if method in ("random", "material_greedy"):
