@@ -188,9 +188,11 @@ class _Walks:
                     walk.plies -= 1
         return walk
 
+    def _uniform(self, moves: list[chess.Move]) -> chess.Move:
+        return moves[int(self.rng.integers(len(moves)))]
+
     def _random_move(self, walk: _Walk) -> None:
-        moves = list(walk.board.legal_moves)
-        walk.board.push(moves[int(self.rng.integers(len(moves)))])
+        walk.board.push(self._uniform(list(walk.board.legal_moves)))
         walk.plies += 1
 
     def record(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore]) -> np.ndarray:
@@ -216,7 +218,7 @@ class _Walks:
         else engine-guided."""
         moves = list(board.legal_moves)
         if not guided and self.rng.random() < self.config.walk_random:
-            return moves[int(self.rng.integers(len(moves)))]
+            return self._uniform(moves)
         weights = np.exp((values - values.max()) / self.config.walk_temperature)
         return moves[int(self.rng.choice(len(moves), p=weights / weights.sum()))]
 
