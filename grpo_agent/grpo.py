@@ -63,6 +63,8 @@ class GRPO(BaseAlgorithm):
     :param sample_without_replacement: move groups: distinct candidates (Gumbel top-k) instead of independent draws
     :param all_moves_weighting: move groups of every legal move: ``"policy"`` (each move by its old probability:
         the exact expected policy gradient) or ``"uniform"`` (every move's log-probability moves by its advantage)
+    :param advance: move groups: the move each game moves on by, ``"sample"`` (drawn at ``temperature``) or
+        ``"greedy"`` (the policy's most probable move, so the positions are those its evaluated play reaches)
     :param train_plies: ``"mover"`` trains only the plies of the side to move at the start (self-play gives
         the opponent's plies too, which are used for the reward-to-go but not trained), ``"both"`` trains all
     :param advantage: ``"step"``, ``"return"`` or ``"outcome"`` (see :mod:`grpo_agent.advantages`)
@@ -141,6 +143,7 @@ class GRPO(BaseAlgorithm):
         temperature: float = 1.0,
         sample_without_replacement: bool = False,
         all_moves_weighting: str = "policy",
+        advance: str = "sample",
         train_plies: str = "mover",
         advantage: str = "step",
         advantage_scale: str = "rms",
@@ -235,6 +238,7 @@ class GRPO(BaseAlgorithm):
         self.group_size = group_size if group_size == "all" else int(group_size)
         self.sample_without_replacement = bool(sample_without_replacement)
         self.all_moves_weighting = all_moves_weighting
+        self.advance = advance
         self.horizon = int(horizon)
         self.n_epochs = int(n_epochs)
         self.batch_size = int(batch_size)
@@ -327,7 +331,7 @@ class GRPO(BaseAlgorithm):
         )
         return CollectorSpec(self.group_mode, self.group_size, self.horizon, advantages, self.train_plies,
                              not self.sample_without_replacement, self.all_moves_weighting, self.dirichlet_alpha,
-                             self.dirichlet_frac)
+                             self.dirichlet_frac, self.advance)
 
     def _make_collector(self) -> None:
         """The rollout collector of the current env (none without an env)."""

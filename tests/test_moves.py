@@ -6,7 +6,7 @@ import pytest
 import torch as th
 
 from chess_env import ChessVectorEnv
-from chess_env.encoding import encode_move, legal_action_mask
+from chess_env.encoding import decode_action, encode_move, legal_action_mask, observation
 from chess_env.engine import StockfishPool
 from chess_env.moves import move_values, rules_value
 from grpo_agent import GRPO
@@ -132,6 +132,20 @@ def test_candidate_values_match_the_engine():
     model.env.close()
 
 
+@pytest.mark.parametrize("group_size", [4, "all"])
+def test_greedy_advance_moves_every_game_by_the_policys_most_probable_move(group_size):
+    model = make_model(group_size, num_envs=4, horizon=1, advance="greedy")
+    _, callback = model._setup_learn(10**9, None)
+    boards = [board.copy() for board in model.env.vector_env.boards]
+    expected = [decode_action(board, int(model.predict(observation(board), action_masks=legal_action_mask(board),
+                                                       deterministic=True)[0])) for board in boards]
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer)
+    assert [board.move_stack[-1] for board in model.env.vector_env.boards] == expected
+    with pytest.raises(ValueError, match="advance must be one of.*'best'"):
+        make_model(group_size, advance="best")
+    model.env.close()
+
+
 def test_learn_save_load_and_dynamic_sampling(tmp_path):
     model = make_model(4, kl_coef=0.1, drop_zero_std_groups=True)
     model.learn(3 * 3 * 8)
@@ -140,7 +154,7 @@ def test_learn_save_load_and_dynamic_sampling(tmp_path):
     path = tmp_path / "moves.zip"
     model.save(path)
     loaded = GRPO.load(path, env=model.env)
-    assert loaded.group_mode == "moves" and loaded.group_size == 4
+    assert loaded.group_mode == "moves" and loaded.group_size == 4 and loaded.advance == "sample"
     loaded.learn(24, reset_num_timesteps=False)
     assert loaded.num_timesteps == 96
     before = th.nn.utils.parameters_to_vector(loaded.policy.parameters()).clone()

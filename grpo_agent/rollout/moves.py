@@ -26,6 +26,8 @@ from grpo_agent.rollout.base import (
 
 #: the most legal moves a chess position has: the width of a group of every legal move
 MAX_LEGAL_MOVES = 218
+#: how a game moves on after its position is scored (see :class:`MoveGroupCollector`)
+ADVANCE = ("sample", "greedy")
 
 
 class MoveGroupCollector(Collector):
@@ -34,8 +36,8 @@ class MoveGroupCollector(Collector):
     Each step, for every game's current position: the engine starts valuing every legal move (one MultiPV search
     per position, :meth:`submit_move_values` of the env) while the policy's one forward pass samples
     ``group_size`` candidates (with or without replacement), or takes every legal move (``group_size="all"``);
-    then each game advances one ply with a move sampled from the policy (the first candidate) and finished games
-    restart from a start position (the env's same-step autoreset). Games carry over from one rollout to the next.
+    then each game advances one ply with a move of the policy (see ``advance``) and finished games restart from a
+    start position (the env's same-step autoreset). Games carry over from one rollout to the next.
 
     Candidate values are those of the child position for the mover, with no opponent reply (the search already
     looks past it; sampling the in-env opponent's reply for each candidate would add its noise and cost one
@@ -52,6 +54,10 @@ class MoveGroupCollector(Collector):
     :param all_moves_weighting: with ``group_size="all"``: ``"policy"`` weights each move by its old probability
         (the exact expected policy gradient), ``"uniform"`` weighs every legal move the same (each move's
         log-probability moves by its advantage, however unlikely it is: a rare good move is found faster)
+    :param advance: the move each game advances by: ``"sample"`` (drawn from the policy at the rollout temperature,
+        the first candidate of a sampled group: the positions follow the sampling policy's play) or ``"greedy"``
+        (the policy's most probable move: the positions follow the play that evaluation, ``uci`` and ``match``
+        judge, which a nearly uniform warm start's samples never reach, e.g. the won endgames it must convert)
     """
 
     reset_options = None  # a plain reset: every game is a group of its own
@@ -66,10 +72,13 @@ class MoveGroupCollector(Collector):
         noise: DirichletNoise | None = None,
         device: th.device | str = "cpu",
         all_moves_weighting: str = "policy",
+        advance: str = "sample",
     ) -> None:
         if all_moves_weighting not in ("policy", "uniform"):
             raise ValueError(f"all_moves_weighting must be 'policy' or 'uniform', got {all_moves_weighting!r}")
-        self.all_moves_weighting = all_moves_weighting
+        if advance not in ADVANCE:
+            raise ValueError(f"advance must be one of {ADVANCE}, got {advance!r}")
+        self.all_moves_weighting, self.advance = all_moves_weighting, advance
         if group_size != "all" and not (isinstance(group_size, int) and group_size >= 1):
             raise ValueError(f"group_size must be a positive int or 'all', got {group_size!r}")
         for name in ("submit_move_values", "step", "set_attr"):
@@ -167,6 +176,8 @@ class MoveGroupCollector(Collector):
                                    self.replacement, self.noise)
             actions, log_probs, advance = sample.actions, sample.log_prob, sample.actions[:, 0]
             candidates = masks.gather(1, actions)  # all True, but for draws without replacement past #legal
+        if self.advance == "greedy":
+            advance = sample.log_p.argmax(dim=1)  # illegal moves sit at about -1e8: the argmax is legal
         health.add(sample.policy_log_p, sample.policy_probs, masks)
         return (actions.cpu().numpy(), log_probs.cpu().numpy(), candidates.cpu().numpy(), advance.cpu().numpy(),
                 sample.policy_probs.cpu().numpy())

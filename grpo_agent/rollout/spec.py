@@ -24,6 +24,7 @@ class CollectorSpec:
     :param train_plies: games: ``"mover"`` or ``"both"``
     :param replacement: moves: candidates drawn with replacement
     :param all_moves_weighting: moves with ``group_size="all"``: ``"policy"`` or ``"uniform"``
+    :param advance: moves: the move each game advances by, ``"sample"`` or ``"greedy"``
     :param dirichlet_alpha: concentration of the first-ply noise
     :param dirichlet_frac: weight of that noise (0: none)
     """
@@ -37,6 +38,7 @@ class CollectorSpec:
     all_moves_weighting: str = "policy"
     dirichlet_alpha: float = 0.3
     dirichlet_frac: float = 0.0
+    advance: str = "sample"
 
     def build(self, env: GroupEnv, noise_rng: np.random.Generator, device: th.device | str = "cpu"
               ) -> GameGroupCollector | MoveGroupCollector:
@@ -45,6 +47,6 @@ class CollectorSpec:
         noise = DirichletNoise(self.dirichlet_alpha, self.dirichlet_frac, noise_rng) if self.dirichlet_frac > 0 else None
         if self.group_mode == "moves":
             return MoveGroupCollector(env, self.horizon, self.group_size, self.advantages, self.replacement, noise, device,
-                                      self.all_moves_weighting)
+                                      self.all_moves_weighting, self.advance)
         return GameGroupCollector(env, env.num_envs // int(self.group_size), int(self.group_size), self.horizon,
                                   self.advantages, self.train_plies, noise, device)
