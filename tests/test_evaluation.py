@@ -331,6 +331,12 @@ def _parse(*argv: str) -> argparse.Namespace:
     return add_eval_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
 
+def test_the_heldout_preset_judges_every_held_out_position_and_puzzle():
+    config = EvalConfig.preset(_parse("random", "--heldout").preset)
+    assert config.games == 40 and config.acpl_positions is None and config.puzzles is None
+    assert config.positions == "builtin:eval"
+
+
 def test_run_eval_writes_the_report(tmp_path, capsys):
     out = tmp_path / "out"
     args = _parse("random", "--quick", "--games", "2", "--opponents", "random", "--acpl-positions", "2",

@@ -161,6 +161,9 @@ PRESETS: dict[str, EvalConfig] = {
     "quick": EvalConfig(opponents=("random", "sf0"), games=4, engine_depth=1, max_plies=80, adjudicate_depth=6,
                         acpl_positions=8, acpl_depth=6, puzzles=15),
     "default": EvalConfig(),
+    # make train's report of its three stages: every held-out position and puzzle, 40 games per opponent (50
+    # ACPL positions put the standard error of an ACPL near 25, more than most differences worth reporting).
+    "heldout": EvalConfig(games=40, acpl_positions=None, puzzles=None),
     # Reports: a ladder wide enough to place the policy, intervals of about +-0.1 in score.
     "full": EvalConfig(opponents=("random", "sf0", "sf1", "sf3", "sf5", "sf8", "sf12", "sf20"), games=100,
                        engine_depth=8, max_plies=300, adjudicate_depth=14, acpl_positions=None, acpl_depth=14,
