@@ -110,8 +110,10 @@ def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: P
     with Evaluator() as evaluator:
         if mode == "tune":
             acpl = evaluator.acpl(model, tune[:TUNE_POSITIONS], depth=10)
+            # Per position, so two policies judged on the same positions can be compared pairwise.
             out = {"acpl": acpl.acpl, "best_move_rate": acpl.best_move_rate, "accuracy": acpl.accuracy,
-                   "positions": len(acpl.positions)}
+                   "positions": len(acpl.positions), "cp_losses": [p.cp_loss for p in acpl.positions],
+                   "best_moves": [p.move == p.best_move for p in acpl.positions]}
             if tune_puzzles is not None:
                 puzzles = evaluator.puzzles(model, read_puzzles(tune_puzzles))
                 out.update(tune_puzzles=puzzles.accuracy, tune_puzzles_by_theme=puzzles.by_theme)
