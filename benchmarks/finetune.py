@@ -7,12 +7,13 @@ the table of every result there.
 ``BASE_DIR`` is a ``python -m benchmarks.pretrain_budget BASE_DIR --eval tune`` run: its ``pretrained.zip`` is the
 warm start (and the KL reference) and its ``walk_starts.epd`` (95% of the built-in training set) holds the start
 positions of the GRPO games. The env and algo sections of ``--config`` (default ``configs/default.yaml``, the
-``make train`` recipe) with the ``--set`` overrides build the env and GRPO as ``grpo-chess train`` does; GRPO trains
-whole rollouts until one would start past ``--seconds`` of wall clock (one torch thread), then the fine-tuned policy gets the tune judge of
-:func:`benchmarks.pretrain_budget.evaluate`: ACPL and best-move rate at depth 10 on the 200 positions no walk and no
-game starts from, the ``--tune-puzzles`` set (generated apart from the shipped puzzles) and ``--games`` games
-against the random mover. ``NAME`` ``base`` with ``--seconds 0`` judges the warm start itself; once it is there, every
-other result also holds its ACPL and best-move rate minus the base's, paired over the same positions.
+``make train`` recipe) with the ``--set`` overrides build the env and GRPO as ``grpo-chess train`` does. GRPO
+trains whole rollouts until one would start past ``--seconds`` of wall clock (one torch thread); then the
+fine-tuned policy gets the tune judge of :func:`benchmarks.pretrain_budget.evaluate`: ACPL and best-move rate at
+depth 10 on the 200 positions no walk and no game starts from, the ``--tune-puzzles`` set (generated apart from
+the shipped puzzles) and ``--games`` games against the random mover. ``NAME`` ``base`` with ``--seconds 0``
+judges the warm start itself; once it is there, every other result also holds its ACPL and best-move rate minus
+the base's, paired over the same positions.
 
 Nothing held out (``builtin:eval``, the shipped puzzles) is looked at: this is where a recipe is chosen, and the
 chosen one is then reported on held-out material by ``make train``.
@@ -133,8 +134,9 @@ def paired_to_base(result: dict[str, Any], base: dict[str, Any] | None) -> dict[
 
 
 def print_table(base_dir: Path) -> dict[str, Any]:
-    """Print every result of ``base_dir/finetune/`` as a Markdown table, paired to its ``base.json``."""
-    folder = base_dir / "finetune"
+    """Print every result of ``base_dir/finetune/`` (or of ``base_dir`` itself, as committed under
+    ``benchmarks/results/finetune/``) as a Markdown table, paired to its ``base.json``."""
+    folder = base_dir / "finetune" if (base_dir / "finetune").is_dir() else base_dir
     results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
     base = results.get("base")
     print("| name | s | positions | ACPL | best move | puzzles | vs random (W/D/L) | entropy_norm | regret | "
