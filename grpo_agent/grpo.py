@@ -195,7 +195,8 @@ class GRPO(BaseAlgorithm):
         _init_setup_model: bool = True,
     ):
         check_options(group_mode, group_size, horizon, n_epochs, batch_size, n_envs, temperature, train_plies,
-                       kl_estimator, ref_update_interval, max_grad_norm, target_kl, dirichlet_frac, dirichlet_alpha)
+                       kl_estimator, ref_update_interval, max_grad_norm, target_kl, dirichlet_frac, dirichlet_alpha,
+                       advance)
         check_backend(rollout_backend, num_rollout_workers, rollout_options)
         # Validated here, built for the collector in _setup_model (the flat values are what a save keeps).
         AdvantageConfig(advantage, advantage_scale, advantage_eps, gamma, loss_aggregation,  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from typing import Any
 
 from grpo_agent.distributed import ROLLOUT_BACKENDS, RayRolloutConfig, require_ray
 from grpo_agent.loss import KL_ESTIMATORS
+from grpo_agent.rollout.moves import ADVANCE
 
 GROUP_MODES = ("games", "moves")
 
@@ -14,13 +15,17 @@ GROUP_MODES = ("games", "moves")
 def check_options(
     group_mode: str, group_size: int | str, horizon: int, n_epochs: int, batch_size: int, n_envs: int,
     temperature: float, train_plies: str, kl_estimator: str, ref_update_interval: int, max_grad_norm: float | None,
-    target_kl: float | None, dirichlet_frac: float, dirichlet_alpha: float,
+    target_kl: float | None, dirichlet_frac: float, dirichlet_alpha: float, advance: str = "sample",
 ) -> None:
     """Refuse GRPO options out of range, naming the option and its value."""
     if group_mode not in GROUP_MODES:
         raise ValueError(f"group_mode must be one of {GROUP_MODES}, got {group_mode!r}")
     if group_size == "all" and group_mode != "moves":
         raise ValueError("group_size='all' (every legal move) needs group_mode='moves'")
+    if advance not in ADVANCE:
+        raise ValueError(f"advance must be one of {ADVANCE}, got {advance!r}")
+    if advance != "sample" and group_mode != "moves":
+        raise ValueError(f"advance={advance!r} needs group_mode='moves' (trajectory groups sample every ply)")
     sizes = [("horizon", horizon), ("n_epochs", n_epochs), ("batch_size", batch_size), ("n_envs", n_envs)]
     for name, value in ([] if group_size == "all" else [("group_size", group_size)]) + sizes:
         if isinstance(value, str) or int(value) != value or value <= 0:

@@ -133,7 +133,7 @@ def test_candidate_values_match_the_engine():
 
 
 @pytest.mark.parametrize("group_size", [4, "all"])
-def test_greedy_advance_moves_every_game_by_the_policys_most_probable_move(group_size):
+def test_greedy_advance_moves_every_game_by_the_policys_most_probable_move(group_size, tmp_path):
     model = make_model(group_size, num_envs=4, horizon=1, advance="greedy")
     _, callback = model._setup_learn(10**9, None)
     boards = [board.copy() for board in model.env.vector_env.boards]
@@ -141,9 +141,21 @@ def test_greedy_advance_moves_every_game_by_the_policys_most_probable_move(group
                                                        deterministic=True)[0])) for board in boards]
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer)
     assert [board.move_stack[-1] for board in model.env.vector_env.boards] == expected
-    with pytest.raises(ValueError, match="advance must be one of.*'best'"):
-        make_model(group_size, advance="best")
+    model.save(tmp_path / "greedy.zip")
+    loaded = GRPO.load(tmp_path / "greedy.zip", env=model.env)
+    assert loaded.advance == "greedy" and loaded.collector.advance == "greedy"
     model.env.close()
+
+
+def test_bad_advance_values_are_refused():
+    env = ChessVectorEnv(4, shaping=False)
+    try:
+        with pytest.raises(ValueError, match="advance must be one of.*'best'"):
+            GRPO("ChessResNetPolicy", env, group_mode="moves", advance="best", policy_kwargs=TINY)
+        with pytest.raises(ValueError, match="advance='greedy' needs group_mode='moves'"):
+            GRPO("ChessResNetPolicy", env, group_mode="games", group_size=4, advance="greedy", policy_kwargs=TINY)
+    finally:
+        env.close()
 
 
 def test_learn_save_load_and_dynamic_sampling(tmp_path):
@@ -154,7 +166,7 @@ def test_learn_save_load_and_dynamic_sampling(tmp_path):
     path = tmp_path / "moves.zip"
     model.save(path)
     loaded = GRPO.load(path, env=model.env)
-    assert loaded.group_mode == "moves" and loaded.group_size == 4 and loaded.advance == "sample"
+    assert loaded.group_mode == "moves" and loaded.group_size == 4
     loaded.learn(24, reset_num_timesteps=False)
     assert loaded.num_timesteps == 96
     before = th.nn.utils.parameters_to_vector(loaded.policy.parameters()).clone()

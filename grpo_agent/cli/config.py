@@ -36,7 +36,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress_bar": True,
     "verbose": 0,  # 1 also prints SB3's log table to stdout
     "torch_threads": 1,  # torch intra-op threads; 1 leaves the other cores to the Stockfish pool
-    "evaluate": "none",  # evaluation preset run on the initial and the final policy (none, quick, default, full)
+    "evaluate": "none",  # evaluation preset run on the initial and the final policy (none, quick, default, heldout, full)
     "eval_opponents": ["random", "sf0"],  # opponents of that evaluation
     "init": None,  # a pretrained model zip to start from (its policy is also the KL reference); see --init
 }
