@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.callbacks import BaseCallback
+
 from benchmarks.common import mean_ci
 from benchmarks.pretrain_budget import TUNE_SPLIT, evaluate
 
@@ -38,27 +40,31 @@ from benchmarks.pretrain_budget import TUNE_SPLIT, evaluate
 LAST_ROLLOUT = ("entropy_norm", "regret", "policy_value", "step_reward_mean", "plies_per_s", "scored_moves_per_s")
 
 
-def _deadline(seconds: float) -> Any:
-    """An SB3 callback that lets the first rollout that starts past ``seconds`` of training end ``learn()`` at once:
-    every rollout before it is played and trained whole (the first one always is)."""
-    from stable_baselines3.common.callbacks import BaseCallback
+class Deadline(BaseCallback):
+    """Ends ``learn()`` in the first rollout that starts past ``seconds`` of training, at its first step (SB3 asks a
+    callback only per step): every rollout before it is played and trained whole, and the first one always is."""
 
-    class Deadline(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.deadline, self.rollouts, self.stop = time.perf_counter() + seconds, 0, False
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
 
-        def _on_rollout_start(self) -> None:
-            self.stop = self.rollouts > 0 and time.perf_counter() > self.deadline
-            self.rollouts += 1
+    def _on_training_start(self) -> None:
+        self.deadline, self.rollouts, self.stop = time.perf_counter() + self.seconds, 0, False
 
-        def _on_step(self) -> bool:
-            return not self.stop
+    def _on_rollout_start(self) -> None:
+        self.stop = self.rollouts > 0 and time.perf_counter() > self.deadline
+        self.rollouts += 1
 
-    return Deadline()
+    def _on_step(self) -> bool:
+        return not self.stop
 
 
 def finetune(base_dir: Path, config: dict[str, Any], seconds: float) -> tuple[Any, dict[str, Any]]:
-    """GRPO from ``base_dir/pretrained.zip`` for ``seconds``; returns the model and what the run did."""
+    """GRPO from ``base_dir/pretrained.zip`` for ``seconds``; returns the model and what the run did.
+
+    Raises:
+        ConfigError: the config builds no env or no GRPO (the value is named).
+    """
     from grpo_agent.cli.train import _build_model, _make_env
     from grpo_agent.pretrain import MODEL_FILE, warm_start
 
@@ -69,9 +75,10 @@ def finetune(base_dir: Path, config: dict[str, Any], seconds: float) -> tuple[An
         warm_start(model, base_dir / MODEL_FILE)
         start = time.perf_counter()
         if seconds > 0:
-            model.learn(10**9, callback=_deadline(seconds))
-        info = {"train_seconds": time.perf_counter() - start, "positions": int(model.num_timesteps),
-                "rollouts": int(model.n_rollouts)}
+            model.learn(10**9, callback=Deadline(seconds))
+        # The positions of the trained rollouts (num_timesteps also counts the one step of the rollout cut short).
+        info = {"train_seconds": time.perf_counter() - start, "rollouts": int(model.n_rollouts),
+                "positions": int(model.n_rollouts * model.n_envs * model.horizon)}
         info.update({f"final_{k}": v for k, v in (model.last_rollout_stats or {}).items() if k in LAST_ROLLOUT})
     finally:
         if model is not None:
@@ -92,28 +99,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tune-puzzles", type=Path, default=None, help="a puzzle CSV apart from the shipped one")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from chess_env.positions import load_positions
-    from grpo_agent.cli.config import load_config
-
     if args.table:
         return print_table(args.base_dir)
     if args.name is None:
         parser.error("NAME is required unless --table")
-    torch.set_num_threads(1)
+    if args.name == "base" and args.seconds != 0:
+        parser.error("NAME base is the warm start every other result is paired to: give it --seconds 0")
     if not (args.base_dir / "walk_starts.epd").is_file():
-        raise SystemExit(f"{args.base_dir} is not a pretrain_budget --eval tune run (no walk_starts.epd)")
-    config = load_config(args.config, args.set)
+        parser.error(f"{args.base_dir} is not a pretrain_budget --eval tune run (no walk_starts.epd)")
+
+    import torch
+
+    from chess_env.positions import load_positions
+    from grpo_agent.cli.config import ConfigError, load_config
+
+    torch.set_num_threads(1)
     tune = list(load_positions("builtin").split(*TUNE_SPLIT)[1])
-    model, info = finetune(args.base_dir, config, args.seconds)
+    try:
+        config = load_config(args.config, args.set)
+        model, info = finetune(args.base_dir, config, args.seconds)
+    except ConfigError as exc:
+        parser.error(str(exc))
     result = {"name": args.name, "seconds": args.seconds, "sets": args.set, "config": args.config,
               "algo": config["algo"], "env": config["env"], **info, "load_average": os.getloadavg(),
               "eval": evaluate(model, "tune", tune, args.games, args.tune_puzzles)}
     out = args.base_dir / "finetune" / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.with_name("base.json")
-    result["vs_base"] = paired_to_base(result, json.loads(base.read_text()) if base.is_file() else None)
+    result["vs_base"] = (paired_to_base(result, json.loads(base.read_text()))
+                         if args.name != "base" and base.is_file() else {})
     model.save(out.with_suffix(".zip"))
     out.write_text(json.dumps(result, indent=1, default=str))
     print(table_row(result))
@@ -126,6 +140,9 @@ def paired_to_base(result: dict[str, Any], base: dict[str, Any] | None) -> dict[
     ACPL); empty without a judged base."""
     if base is None or "cp_losses" not in base["eval"] or "cp_losses" not in result["eval"]:
         return {}
+    if len(result["eval"]["cp_losses"]) != len(base["eval"]["cp_losses"]):
+        raise ValueError(f"{result['name']} and its base were judged on {len(result['eval']['cp_losses'])} and "
+                         f"{len(base['eval']['cp_losses'])} positions: they cannot be paired")
     out = {}
     for key, name in (("cp_losses", "acpl"), ("best_moves", "best_move_rate")):
         diffs = [float(a) - float(b) for a, b in zip(result["eval"][key], base["eval"][key])]
@@ -138,6 +155,7 @@ def print_table(base_dir: Path) -> dict[str, Any]:
     ``benchmarks/results/finetune/``) as a Markdown table, paired to its ``base.json``."""
     folder = base_dir / "finetune" if (base_dir / "finetune").is_dir() else base_dir
     results = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+    results = {name: result for name, result in results.items() if "eval" in result and "positions" in result}
     base = results.get("base")
     print("| name | s | positions | ACPL | best move | puzzles | vs random (W/D/L) | entropy_norm | regret | "
           "paired to base: ACPL, best move |")
@@ -158,9 +176,8 @@ def table_row(result: dict[str, Any]) -> str:
              f"{e['vs_random']['losses']})" if "vs_random" in e else "",
              f"{result.get('final_entropy_norm', float('nan')):.2f}", f"{result.get('final_regret', float('nan')):.3f}"]
     paired = result.get("vs_base") or {}
-    if paired:
-        cells.append(f"{paired['acpl']['mean']:+.1f} +- {paired['acpl']['ci']:.1f}, "
-                     f"{paired['best_move_rate']['mean']:+.1%} +- {paired['best_move_rate']['ci']:.1%}")
+    cells.append(f"{paired['acpl']['mean']:+.1f} +- {paired['acpl']['ci']:.1f}, "
+                 f"{paired['best_move_rate']['mean']:+.1%} +- {paired['best_move_rate']['ci']:.1%}" if paired else "")
     return "| " + " | ".join(cells) + " |"
 
 

@@ -103,7 +103,8 @@ def seed_prefix(source: Path, config: Any, run_dir: Path) -> None:
 
 
 def evaluate(model: Any, mode: str, tune: list[str], games: int, tune_puzzles: Path | None = None) -> dict[str, Any]:
-    """The ``tune`` or ``heldout`` evaluation of the module docstring, as JSON numbers."""
+    """The ``tune`` or ``heldout`` evaluation of the module docstring, as JSON (the tune ACPL also per position:
+    ``cp_losses`` and ``best_moves``, in the order of the tune positions)."""
     from chess_env.puzzles import read_puzzles
     from grpo_agent.evaluation import EvalConfig, Evaluator
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch as th
+from stable_baselines3.common.save_util import load_from_zip_file
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,18 +39,32 @@ def test_finetune_starts_from_the_warm_start_and_trains_away_from_it(tmp_path):
                                 "algo.group_size=all", "algo.horizon=2", "algo.batch_size=8", "algo.device=cpu",
                                 f"algo.policy_kwargs={TINY}"])
 
+    pretrained = load_from_zip_file(tmp_path / MODEL_FILE, device="cpu")[1]["policy"]
+
     model, info = finetune.finetune(tmp_path, config, seconds=0)
     assert info["positions"] == 0 and info["rollouts"] == 0
-    reference = model.ref_policy.state_dict()
-    assert all(th.equal(v, reference[k]) for k, v in model.policy.state_dict().items())
+    for network in (model.policy, model.ref_policy):
+        assert all(th.equal(v, pretrained[k]) for k, v in network.state_dict().items())
 
     model, info = finetune.finetune(tmp_path, config, seconds=1e-6)
     # the first rollout (4 games x 2 steps) is played and trained whole; the next one stops at its first step
-    assert info["rollouts"] == 1 and info["positions"] == 8 + 4
-    assert not all(th.equal(v, model.ref_policy.state_dict()[k]) for k, v in model.policy.state_dict().items())
-    assert (tmp_path / MODEL_FILE).is_file()
+    assert info["rollouts"] == 1 and info["positions"] == 8 and model.num_timesteps == 8 + 4
+    assert not all(th.equal(v, pretrained[k]) for k, v in model.policy.state_dict().items())
+    assert all(th.equal(v, pretrained[k]) for k, v in model.ref_policy.state_dict().items())
 
 
-def test_a_base_folder_without_walk_starts_is_named(tmp_path):
-    with pytest.raises(SystemExit, match=str(tmp_path)):
-        finetune.main([str(tmp_path), "x"])
+def test_bad_arguments_are_named(tmp_path, capsys):
+    for argv, message in (([str(tmp_path), "x"], "no walk_starts.epd"), ([str(tmp_path)], "NAME is required"),
+                          ([str(tmp_path), "base"], "--seconds 0")):
+        with pytest.raises(SystemExit):
+            finetune.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_results_judged_on_different_positions_are_not_paired():
+    base = {"name": "base", "eval": {"cp_losses": [10, 20], "best_moves": [True, False]}}
+    run = {"name": "run", "eval": {"cp_losses": [0, 40], "best_moves": [True, True]}}
+    paired = finetune.paired_to_base(run, base)
+    assert paired["acpl"]["mean"] == 5.0 and paired["best_move_rate"]["mean"] == 0.5
+    with pytest.raises(ValueError, match="cannot be paired"):
+        finetune.paired_to_base({"name": "run", "eval": {"cp_losses": [0], "best_moves": [True]}}, base)

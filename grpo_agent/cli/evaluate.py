@@ -29,7 +29,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     preset.add_argument("--quick", dest="preset", action="store_const", const="quick",
                         help="CI smoke test: 2 opponents x 4 games at depth 1, 8 ACPL positions, 15 puzzles")
     preset.add_argument("--heldout", dest="preset", action="store_const", const="heldout",
-                        help="make train's report: 40 games per opponent, all 200 ACPL positions, all 240 puzzles")
+                        help="the report make train runs: 40 games per opponent, all 200 ACPL positions, all 240 puzzles")
     preset.add_argument("--full", dest="preset", action="store_const", const="full",
                         help="report: 8-rung ladder x 100 games at depth 8, all ACPL positions, all puzzles")
     parser.set_defaults(preset="default")
