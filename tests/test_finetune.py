@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch as th
+from conftest import needs_stockfish
 from stable_baselines3.common.save_util import load_from_zip_file
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import finetune  # noqa: E402
-from chess_env.engine import EngineNotFoundError, find_stockfish  # noqa: E402
-from chess_env.positions import load_positions  # noqa: E402
-from grpo_agent.cli.config import load_config  # noqa: E402
-from grpo_agent.pretrain import MODEL_FILE, PretrainConfig, pretrain  # noqa: E402
-
-try:
-    find_stockfish()
-    HAVE_STOCKFISH = True
-except EngineNotFoundError:
-    HAVE_STOCKFISH = False
+from benchmarks import finetune
+from chess_env.positions import load_positions
+from grpo_agent.cli.config import load_config
+from grpo_agent.pretrain import MODEL_FILE, PretrainConfig, pretrain
 
 TINY = {"features_extractor_kwargs": {"n_blocks": 1, "channels": 8}}
 
 
-@pytest.mark.skipif(not HAVE_STOCKFISH, reason="Stockfish is not installed")
+@needs_stockfish
 def test_finetune_starts_from_the_warm_start_and_trains_away_from_it(tmp_path):
     starts = list(load_positions("builtin"))[:3]
     (tmp_path / "walk_starts.epd").write_text("\n".join(starts) + "\n")
