@@ -18,7 +18,11 @@ from conftest import alive, needs_stockfish
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import sys, torch
+import signal, sys, torch
+
+# Ctrl-C as at a terminal, however the suite was started: a shell starts a background job with SIGINT ignored,
+# and a child inherits that (then Python installs no KeyboardInterrupt handler and the sigint case never ends).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from chess_env import ChessVectorEnv
 from grpo_agent import GRPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -67,12 +71,17 @@ def test_no_stockfish_process_outlives_training(mode):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, mode], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     engines: set[int] = set()
-    line = proc.stdout.readline()  # "learning": mid-learn, the engines are up
-    assert line.strip() == "learning", proc.stderr.read()
-    engines |= engine_children(proc.pid)
-    if mode == "sigint":
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = proc.communicate(timeout=120)
+    try:
+        line = proc.stdout.readline()  # "learning": mid-learn, the engines are up
+        assert line.strip() == "learning", proc.stderr.read()
+        engines |= engine_children(proc.pid)
+        if mode == "sigint":
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # failed while it runs: a training left behind would slow every later test
+            proc.kill()
+            proc.communicate()
     # Two shaping processes and each game's opponent engine, all seen; then gone however the process ended.
     assert len(engines) == 2 + 2, (engines, err)
     # An uncaught KeyboardInterrupt ends Python by the signal itself, as the shell expects of Ctrl-C.
