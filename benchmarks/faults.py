@@ -41,7 +41,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 #: seconds between two memory samples of a session
-SAMPLE_INTERVAL = 0.25
+SAMPLE_INTERVAL = 0.1
 TINY = {"features_extractor_kwargs": {"n_blocks": 1, "channels": 16}}
 
 PRESETS: dict[str, dict[str, Any]] = {
