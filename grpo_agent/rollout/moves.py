@@ -57,7 +57,9 @@ class MoveGroupCollector(Collector):
     :param advance: the move each game advances by: ``"sample"`` (drawn from the policy at the rollout temperature,
         the first candidate of a sampled group: the positions follow the sampling policy's play) or ``"greedy"``
         (the policy's most probable move: the positions follow the play that evaluation, ``uci`` and ``match``
-        judge, which a nearly uniform warm start's samples never reach, e.g. the won endgames it must convert)
+        judge, which a nearly uniform warm start's samples never reach, e.g. the won endgames it must convert;
+        in self-play the games from one start then differ only as the policy changes, so the start positions
+        and an in-env opponent are what varies them)
     """
 
     reset_options = None  # a plain reset: every game is a group of its own
