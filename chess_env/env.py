@@ -15,7 +15,7 @@ from chess_env.encoding import N_ACTIONS, BoardEncoding, decode_action, observat
 from chess_env.engine.pool import Position
 from chess_env.opponents import OpponentSpec, RandomOpponent, make_opponent
 from chess_env.positions import PositionSet, load_positions
-from chess_env.rewards import REWARD_TRANSFORMS, score_value
+from chess_env.rewards import MATE_BAND, REWARD_TRANSFORMS, score_value
 from chess_env.rules import DRAW_RULES, game_outcome, result_for
 
 AGENT_COLORS = ("white", "black", "alternate")
@@ -81,6 +81,10 @@ class ChessEnv(gym.Env):
         reward_depth: engine depth limit of the shaping evaluations.
         reward_nodes: engine node limit; replaces ``reward_depth`` when given.
         cp_clip: centipawn bound of the ``"cp"`` transform.
+        mate_band: the top and bottom share of ``[-1, 1]`` that mate scores fill by their length (see
+            :func:`score_value`): with the default 0.05 a mate given is worth 1, a mate one move away 0.975, a
+            long mate about 0.95, and every centipawn value is scaled into ``[-0.95, 0.95]``, so that a shorter mate is
+            worth more, in the shaping and in the move values of move groups. 0: every mate is worth +-1.
         shaping_scale: weight of the shaping term.
         result_scale: weight of the game result.
         history: earlier positions stacked in the observation.
@@ -114,6 +118,7 @@ class ChessEnv(gym.Env):
         reward_depth: int = 4,
         reward_nodes: int | None = None,
         cp_clip: float = 1000.0,
+        mate_band: float = MATE_BAND,
         shaping_scale: float = 1.0,
         result_scale: float = 1.0,
         history: int = 0,
@@ -137,6 +142,9 @@ class ChessEnv(gym.Env):
         self.shaping = shaping
         self.limit = chess.engine.Limit(nodes=reward_nodes) if reward_nodes else chess.engine.Limit(depth=reward_depth)
         self.cp_clip = cp_clip
+        if not 0.0 <= mate_band < 1.0:
+            raise ValueError(f"mate_band must be in [0, 1), got {mate_band!r}")
+        self.mate_band = mate_band
         self.shaping_scale = shaping_scale
         self.result_scale = result_scale
         self.history = history
@@ -183,7 +191,8 @@ class ChessEnv(gym.Env):
             return result_for(self._outcome, chess.WHITE)
         if not self.shaping:
             return 0.0
-        return score_value(score.white(), self.reward_transform, cp_clip=self.cp_clip, ply=board.ply())
+        return score_value(score.white(), self.reward_transform, cp_clip=self.cp_clip, ply=board.ply(),
+                           mate_band=self.mate_band)
 
     # Reset ----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:

@@ -2,10 +2,12 @@
 
 One MultiPV search per position scores all its legal moves (:meth:`~chess_env.engine.StockfishPool.submit_moves`,
 far cheaper than one search per child), each from the mover's point of view, mapped to ``[-1, 1]`` with the
-env's ``reward_transform`` (:func:`~chess_env.rewards.score_value`, mates at the bound). A move that ends the game
+env's ``reward_transform`` and ``mate_band`` (:func:`~chess_env.rewards.score_value`: with a band, a shorter
+mate is worth more than a longer one, so a group in a won position still tells the mating move from the
+others; without one every mate is worth the bound and such a group has no spread). A move that ends the game
 by a rule the engine cannot see (threefold or fivefold repetition, the 50- or 75-move rule, insufficient
 material: the engine is sent the position without its history) is valued by the rules instead, +1 / 0 / -1.
-Checkmate and stalemate need no special case: the engine scores them as mate (the bound) and 0, as the rules do.
+Checkmate and stalemate need no special case: the engine scores them as mate in 1 (the bound) and 0, as the rules do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import chess.engine
 import numpy as np
 
 from chess_env.encoding import N_ACTIONS, encode_move
-from chess_env.rewards import score_value
+from chess_env.rewards import MATE_BAND, score_value
 from chess_env.rules import game_outcome, result_for
 
 
@@ -42,12 +44,26 @@ def rules_value(board: chess.Board, move: chess.Move, draw_rule: str) -> float |
     return None
 
 
+def after_move(score: chess.engine.Score) -> chess.engine.Score:
+    """A root move's MultiPV score as the score of the position after it, from the same side.
+
+    The engine counts the root move among the mover's moves to a mate (the mating move itself scores mate in 1),
+    while the position after it has one move fewer to go (:data:`chess.engine.MateGiven` after the mating move):
+    the shaping values of :class:`~chess_env.ChessEnv` score positions, so this keeps both on one scale.
+    """
+    mate = score.mate()
+    if mate is not None and mate > 0:
+        return chess.engine.Mate(mate - 1) if mate > 1 else chess.engine.MateGiven
+    return score
+
+
 def move_values(
     boards: Sequence[chess.Board],
     scores: Sequence[dict[chess.Move, chess.engine.PovScore]],
     reward_transform: str = "winprob",
     cp_clip: float = 1000.0,
     draw_rule: str = "claim",
+    mate_band: float = MATE_BAND,
 ) -> np.ndarray:
     """``(len(boards), 4672)`` float32: the value of each legal move for its mover, ``nan`` elsewhere.
 
@@ -60,7 +76,8 @@ def move_values(
         for move, score in by_move.items():
             value = rules_value(board, move, draw_rule)
             if value is None:
-                value = score_value(score.pov(mover), reward_transform, cp_clip=cp_clip, ply=ply)
+                value = score_value(after_move(score.pov(mover)), reward_transform, cp_clip=cp_clip, ply=ply,
+                                    mate_band=mate_band)
             values[i, encode_move(board, move)] = value
     return values
 
@@ -73,9 +90,9 @@ class PendingMoveValues:
     """
 
     def __init__(self, searches: Future, boards: Sequence[chess.Board], reward_transform: str, cp_clip: float,
-                 draw_rule: str) -> None:
+                 draw_rule: str, mate_band: float = MATE_BAND) -> None:
         self._searches, self._boards = searches, list(boards)
-        self._options = (reward_transform, cp_clip, draw_rule)
+        self._options = (reward_transform, cp_clip, draw_rule, mate_band)
 
     def result(self) -> np.ndarray:
         """The ``(len(boards), 4672)`` values, once the engines are done."""
@@ -89,7 +106,9 @@ def submit_move_values(
     reward_transform: str = "winprob",
     cp_clip: float = 1000.0,
     draw_rule: str = "claim",
+    mate_band: float = MATE_BAND,
 ) -> PendingMoveValues:
     """Start the searches of :func:`move_values` on ``pool`` (a :class:`~chess_env.engine.StockfishPool`) and
     return at once, so the caller can work (e.g. the policy's forward pass) while the engines search."""
-    return PendingMoveValues(pool.submit_moves(list(boards), limit), boards, reward_transform, cp_clip, draw_rule)  # type: ignore[attr-defined]
+    return PendingMoveValues(pool.submit_moves(list(boards), limit), boards, reward_transform, cp_clip, draw_rule,  # type: ignore[attr-defined]
+                             mate_band)

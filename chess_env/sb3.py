@@ -148,7 +148,7 @@ class ChessVecEnv(VecEnv):
         ``(num_envs, 4672)`` float32 values for the mover, ``nan`` at illegal entries (see :mod:`chess_env.moves`).
 
         One MultiPV search per position at the env's shaping limit (``reward_depth`` / ``reward_nodes``), valued
-        with its ``reward_transform``; the searches run while the caller works. Don't step until the result is read.
+        with its ``reward_transform`` and ``mate_band``; the searches run while the caller works. Don't step until the result is read.
 
         Raises:
             ValueError: the env has no engine (``shaping=False`` and no shared pool).
@@ -157,7 +157,8 @@ class ChessVecEnv(VecEnv):
         if venv.engine is None:
             raise ValueError("move values need the engine: make the env with shaping=True or pass engine=StockfishPool(...)")
         first = venv.envs[0]
-        return submit_move_values(venv.engine, venv.boards, venv.limit, first.reward_transform, first.cp_clip, first.draw_rule)
+        return submit_move_values(venv.engine, venv.boards, venv.limit, first.reward_transform, first.cp_clip,
+                                  first.draw_rule, first.mate_band)
 
     def engine_stats(self) -> dict[str, float]:
         """The vector env's :meth:`~chess_env.ChessVectorEnv.engine_stats`: searches, cache hits and misses."""

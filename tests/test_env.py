@@ -97,6 +97,33 @@ def test_a_mating_move_gets_the_win(env):
         assert info["value_after"] == 1.0
 
 
+def test_mate_scores_rank_by_length_above_every_centipawn_score():
+    from chess_env.rewards import score_value
+
+    Mate, Cp = chess.engine.Mate, chess.engine.Cp
+    ladder = [chess.engine.MateGiven, Mate(1), Mate(4), Cp(5000), Cp(50), Cp(0), Cp(-50), Cp(-5000), Mate(-4), Mate(-1), Mate(-0)]
+    for transform in ("winprob", "cp", "wdl"):
+        values = [score_value(s, transform, mate_band=0.05) for s in ladder]
+        assert values == sorted(values, reverse=True) and len(set(values)) == len(values), transform
+        assert values[0] == 1.0 and values[-1] == -1.0 and values[1] == pytest.approx(0.975)
+        assert all(abs(v) <= 0.95 for v, s in zip(values, ladder) if not s.is_mate())
+        assert [score_value(s, transform) for s in (Mate(1), Mate(5), Mate(-5))] == [1.0, 1.0, -1.0]  # no band
+    assert score_value(Mate(-0), mate_band=0.05) == -1.0  # the side to move is mated
+    with pytest.raises(ValueError, match="mate_band.*1.5"):
+        score_value(Cp(0), mate_band=1.5)
+
+
+def test_shaping_rewards_a_shorter_mate(env):
+    # Qa8 mates at once; Qh7+ (Kf8 Ra8#) mates in two: both win, the shorter one is worth more
+    fen = "6k1/8/6K1/8/8/8/8/R6Q w - - 0 1"
+    env.reset(options={"fen": fen})
+    _, mate_now, *_ = env.step(action(env, "h1a8"))
+    env.reset(options={"fen": fen})
+    _, reward, terminated, _, info = env.step(action(env, "h1h7"))
+    assert not terminated and info["value_after"] == pytest.approx(0.975)
+    assert mate_now > reward
+
+
 def test_blundering_the_queen_is_negative_for_black(env):
     env.reset(options={"fen": "4k3/8/8/3q4/8/8/3R4/4K3 b - - 0 1"})
     _, reward, *_ = env.step(action(env, "d5d4"))  # still attacked by the rook, unprotected
@@ -249,6 +276,8 @@ def test_bad_options_are_named():
         ChessEnv(opponent="tiger")
     with pytest.raises(ValueError, match="'sigmoid'"):
         ChessEnv(reward_transform="sigmoid")
+    with pytest.raises(ValueError, match="mate_band.*-0.1"):
+        ChessEnv(mate_band=-0.1)
     env = ChessEnv(shaping=False)
     with pytest.raises(ValueError, match="not a fen"):
         env.reset(options={"fen": "not a fen"})

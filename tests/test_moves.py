@@ -14,8 +14,8 @@ from grpo_agent import GRPO
 TINY = dict(features_extractor_kwargs=dict(n_blocks=1, channels=16))
 #: Black to move can take White's undefended queen on d4 with the knight
 BLACK_TAKES_QUEEN = "4k3/pp6/4n3/8/3Q4/8/P7/4K3 b - - 0 1"
-#: White mates with Qh7 (the queen is defended by the knight on g5)
-MATE_IN_ONE = "6k1/5ppp/8/6N1/8/8/5Q2/6K1 w - - 0 1"
+#: White mates in two with Qxf7+ (the queen defended by the knight on g5), Kh8 Qf8#
+MATE_IN_TWO = "6k1/5ppp/8/6N1/8/8/5Q2/6K1 w - - 0 1"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def values_of(pool, board, depth=4, **kwargs):
     return move_values([board], scores, **kwargs)[0]
 
 
-@pytest.mark.parametrize("fen", [chess.STARTING_FEN, BLACK_TAKES_QUEEN, MATE_IN_ONE])
+@pytest.mark.parametrize("fen", [chess.STARTING_FEN, BLACK_TAKES_QUEEN, MATE_IN_TWO])
 def test_every_legal_move_gets_a_bounded_value_and_nothing_else(pool, fen):
     board = chess.Board(fen)
     values = values_of(pool, board)
@@ -39,15 +39,31 @@ def test_every_legal_move_gets_a_bounded_value_and_nothing_else(pool, fen):
 
 
 def test_values_are_the_movers_view(pool):
-    # Black's best move is the queen capture, by far; White's mate in one gets the bound
+    # Black's best move is the queen capture, by far; White's mate in two is the best move, one move from the bound
     board = chess.Board(BLACK_TAKES_QUEEN)
     values = values_of(pool, board)
     capture = encode_move(board, chess.Move.from_uci("e6d4"))
     assert values[capture] == np.nanmax(values) and values[capture] > 0.5
-    board = chess.Board(MATE_IN_ONE)
+    board = chess.Board(MATE_IN_TWO)
     values = values_of(pool, board)
     mate = encode_move(board, chess.Move.from_uci("f2f7"))
-    assert values[mate] == 1.0
+    assert values[mate] == np.nanmax(values) == pytest.approx(0.975)
+
+
+#: White mates with Ra8 or Qa8; most other moves mate in two
+MATES_IN_ONE_AND_TWO = "6k1/8/6K1/8/8/8/8/R6Q w - - 0 1"
+
+
+def test_a_shorter_mate_is_worth_more(pool):
+    board = chess.Board(MATES_IN_ONE_AND_TWO)
+    scores = pool.evaluate_moves([board], chess.engine.Limit(depth=6))
+    values, flat = move_values([board], scores)[0], move_values([board], scores, mate_band=0.0)[0]
+    by_mate = {n: [encode_move(board, m) for m, s in scores[0].items() if s.relative == chess.engine.Mate(n)] for n in (1, 2)}
+    assert len(by_mate[1]) == 2 and len(by_mate[2]) >= 5
+    assert (values[by_mate[1]] == 1.0).all() and np.allclose(values[by_mate[2]], 0.975)
+    assert np.nanmax(np.delete(values, by_mate[1])) == pytest.approx(0.975)  # the band: nothing else reaches a mate
+    # without the band every mate is worth the bound: the group of a won position has no spread among its mates
+    assert (flat[by_mate[1] + by_mate[2]] == 1.0).all()
 
 
 def test_a_repetition_the_engine_cannot_see_is_valued_by_the_rules(pool):
