@@ -35,9 +35,43 @@ class GroupRolloutBufferSamples(NamedTuple):
     #: True for plies sampled from a noised distribution (first-ply Dirichlet noise): their ``old_log_prob`` is
     #: that of the mixture actually sampled, so their importance ratio is not 1 even before any update
     noisy: th.Tensor
+    #: ``(n, A)`` the KL reference's log-probabilities of the positions, when the buffer holds them
+    #: (:meth:`ReferenceLogProbs.compute_reference`); None: the loss runs the reference itself
+    ref_log_prob: th.Tensor | None = None
 
 
-class GroupRolloutBuffer(BaseBuffer):
+class ReferenceLogProbs:
+    """The reference policy's log-probabilities of a rollout's trained positions, computed once per update.
+
+    The reference does not change during an update, so with ``n_epochs > 1`` every epoch after the first would
+    repeat the same forward pass; TRL's trainers likewise compute the reference's log-probabilities once per batch
+    of generations, before their optimisation epochs. The rows are float32 ``(positions, A)`` (about 19 MB for
+    1024 positions), dropped at the next ``reset()``.
+    """
+
+    ref_log_probs: np.ndarray | None = None
+
+    def compute_reference(self, ref_policy: th.nn.Module, temperature: float, batch_size: int) -> None:
+        """Store ``ref_policy.log_probs`` (at the rollout ``temperature``) of every trained position, in forward
+        passes of ``batch_size``; later samples carry them as ``ref_log_prob``."""
+        indices = self.trained_indices()  # type: ignore[attr-defined]
+        rows = np.zeros((self.trained.size, int(self.action_space.n)), dtype=np.float32)  # type: ignore[attr-defined]
+        self.ref_log_probs = None
+        for start in range(0, len(indices), batch_size):
+            batch = indices[start : start + batch_size]
+            data = self._get_samples(batch)  # type: ignore[attr-defined]
+            with th.no_grad():
+                log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)  # type: ignore[operator]
+            rows[batch] = log_p.cpu().numpy()
+        self.ref_log_probs = rows
+
+    def _reference_of(self, batch_inds: np.ndarray) -> th.Tensor | None:
+        if self.ref_log_probs is None:
+            return None
+        return th.as_tensor(self.ref_log_probs[batch_inds], device=self.device)  # type: ignore[attr-defined]
+
+
+class GroupRolloutBuffer(ReferenceLogProbs, BaseBuffer):
     """Rollout buffer shaped ``(n_groups, group_size, horizon)``.
 
     Env ``i`` of the vector env is trajectory ``i % group_size`` of group ``i // group_size`` (the layout of a
@@ -106,6 +140,7 @@ class GroupRolloutBuffer(BaseBuffer):
         self.advantages = np.zeros(self._shape(), dtype=np.float32)
         self.returns = np.zeros(self._shape(), dtype=np.float32)
         self.weights = np.zeros(self._shape(), dtype=np.float32)
+        self.ref_log_probs = None
         super().reset()
 
     def _grouped(self, x: np.ndarray) -> np.ndarray:
@@ -305,10 +340,11 @@ class GroupRolloutBuffer(BaseBuffer):
             action_masks=th.as_tensor(flat(self.action_masks), device=self.device),
             weights=self.to_torch(flat(self.weights)),
             noisy=th.as_tensor(flat(self.noisy), device=self.device),
+            ref_log_prob=self._reference_of(batch_inds),
         )
 
 
-class MoveGroupBuffer(BaseBuffer):
+class MoveGroupBuffer(ReferenceLogProbs, BaseBuffer):
     """Rollout buffer of move groups: ``horizon`` steps x ``n_envs`` positions, ``K`` candidate moves each.
 
     Each position is stored once (observation, legal-move mask) with its candidates' actions, old
@@ -351,6 +387,7 @@ class MoveGroupBuffer(BaseBuffer):
         self.trained = np.zeros(n, dtype=bool)
         self.advantages = np.zeros((n, k), dtype=np.float32)
         self.weights = np.zeros((n, k), dtype=np.float32)
+        self.ref_log_probs = None
         super().reset()
 
     def add(  # type: ignore[override]
@@ -450,12 +487,16 @@ class MoveGroupBuffer(BaseBuffer):
 
     def get(self, batch_size: int | None = None) -> Generator[GroupRolloutBufferSamples, None, None]:  # type: ignore[override]
         """Yield shuffled minibatches of ``batch_size`` trained positions (``None``: all at once)."""
-        indices = np.random.permutation(np.flatnonzero(self.trained[: self.pos * self.n_envs]))
+        indices = np.random.permutation(self.trained_indices())
         batch_size = max(len(indices), 1) if batch_size is None else batch_size
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         for start in range(0, len(indices), batch_size):
             yield self._get_samples(indices[start : start + batch_size])
+
+    def trained_indices(self) -> np.ndarray:
+        """Indices of the positions of this rollout that are trained on."""
+        return np.flatnonzero(self.trained[: self.pos * self.n_envs])
 
     def _get_samples(self, batch_inds: np.ndarray, env=None) -> GroupRolloutBufferSamples:  # type: ignore[override]
         # Only the candidate columns some position of the batch uses (groups of every legal move are padded).
@@ -473,6 +514,7 @@ class MoveGroupBuffer(BaseBuffer):
             action_masks=th.as_tensor(self.action_masks[batch_inds], device=self.device),
             weights=self.to_torch(self.weights[cols]),
             noisy=th.as_tensor(self.noisy[batch_inds], device=self.device),
+            ref_log_prob=self._reference_of(batch_inds),
         )
 
 

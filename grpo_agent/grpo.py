@@ -492,6 +492,9 @@ class GRPO(BaseAlgorithm):
         }
         # The loss reads the reference with a KL penalty, or with a controller that adapts one.
         with_reference = coefs["kl_coef"] > 0 or self.guardrails.kl_controller is not None
+        if with_reference and self.n_epochs > 1:
+            # One reference pass per position per update, not per epoch (the reference does not change meanwhile).
+            self.rollout_buffer.compute_reference(self.ref_policy, self._rollout_temperature, self.batch_size)
         history: dict[str, list[float]] = {}
         first: dict[str, float] | None = None
         steps, nonfinite_skips, why_skipped = 0, 0, "dynamic sampling left no trained ply"

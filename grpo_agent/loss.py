@@ -103,7 +103,8 @@ def minibatch_loss(
     statistics (``approx_kl``, clip fractions, ESS, ``ratio_dev``) judge only the samples whose stored
     log-probability is the policy's own, not those drawn from the Dirichlet mixture.
 
-    :param ref_policy: the KL reference, or None when nothing reads it (no ``kl_ref`` in the stats)
+    :param ref_policy: the KL reference, or None when nothing reads it (no ``kl_ref`` in the stats); its
+        log-probabilities are read from ``data.ref_log_prob`` when the buffer computed them for the update
     :param temperature: the rollout's temperature (the stored log-probabilities were taken at it)
     :param coefs: ``clip_range``, ``clip_range_high``, ``ent_coef`` and ``kl_coef``
     :param kl_in_loss: False: the reference is only watched (``train/kl_ref`` as a collapse signal while the loss
@@ -118,8 +119,10 @@ def minibatch_loss(
     kl = th.zeros_like(entropy)
     watched: float | None = None
     if ref_policy is not None:
-        with th.no_grad():
-            ref_log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)
+        ref_log_p = data.ref_log_prob
+        if ref_log_p is None:
+            with th.no_grad():
+                ref_log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)
         if kl_in_loss:
             kl = kl_to_reference(kl_estimator, log_p, probs, ref_log_p, actions, weights)
         else:

@@ -146,8 +146,9 @@ def test_reference_refresh():
 
 @pytest.mark.parametrize("kl_coef", [0.0, 0.1])
 def test_reference_forward_passes_per_update(kl_coef):
-    """With a KL term the reference runs once per minibatch; without, once per update, on the first minibatch,
-    for train/kl_ref (the policy's own forward of that minibatch serves it): the plain mean of the exact KL."""
+    """With a KL term the reference runs once per position per update (its log-probabilities are kept for the
+    second epoch); without, once per update, on the first minibatch, for train/kl_ref (the policy's own forward
+    of that minibatch serves it): the plain mean of the exact KL."""
     model = make_model(kl_coef=kl_coef, n_epochs=2, batch_size=8)
     buffer = collect(model)
     th.manual_seed(1)
@@ -167,10 +168,37 @@ def test_reference_forward_passes_per_update(kl_coef):
     calls.update(policy=0, ref=0)
     model.train()
     minibatches = 2 * -(-int(buffer.trained.sum()) // 8)
-    assert calls == {"policy": minibatches, "ref": minibatches if kl_coef > 0 else 1}
+    assert calls == {"policy": minibatches, "ref": minibatches // 2 if kl_coef > 0 else 1}
     if kl_coef == 0:
         assert model.last_train_stats["kl_ref"] == pytest.approx(expected, rel=1e-5)
     model.env.close()
+
+
+@pytest.mark.parametrize("group_mode", ["games", "moves"])
+def test_reference_kept_for_the_update_changes_nothing_but_its_cost(group_mode):
+    """The update with the reference's log-probabilities computed once equals the one that runs the reference on
+    every minibatch of every epoch."""
+    models = [make_model(kl_coef=0.5, n_epochs=3, batch_size=8, shaping=True, group_mode=group_mode, temperature=0.7)
+              for _ in range(2)]
+    collect(models[0])
+    models[1]._setup_learn(10**9, None)
+    models[1].rollout_buffer = copy.deepcopy(models[0].rollout_buffer)  # the same rollout
+    for model in models:
+        th.manual_seed(1)
+        with th.no_grad():
+            for param in model.ref_policy.parameters():
+                param.add_(0.05 * th.randn_like(param))
+    models[1].rollout_buffer.compute_reference = lambda *args: None  # the loss runs the reference itself
+    for model in models:
+        np.random.seed(3)  # the same minibatches
+        model.train()
+    assert models[0].rollout_buffer.ref_log_probs is not None and models[1].rollout_buffer.ref_log_probs is None
+    th.testing.assert_close(th.nn.utils.parameters_to_vector(models[0].policy.parameters()),
+                            th.nn.utils.parameters_to_vector(models[1].policy.parameters()))
+    assert models[0].last_train_stats["kl_ref"] == pytest.approx(models[1].last_train_stats["kl_ref"], rel=1e-5)
+    assert models[0].last_train_stats["kl_ref"] > 0
+    for model in models:
+        model.env.close()
 
 
 def test_target_kl_stops_the_epochs():
