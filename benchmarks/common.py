@@ -176,14 +176,21 @@ def _grpo_class() -> type:
 
         def _update_metrics(self) -> tuple[int, int, dict[str, float]]:
             buf = self.rollout_buffer
-            trained = buf.trained & buf.valid
             rollout, train = self.last_rollout_stats, self.last_train_stats
-            agreement = rollout.get("action_agreement_mean")
-            if agreement is None:  # not logged by this GRPO version: measure it on the rollout
-                agreement, _ = diagnostics.action_agreement(buf.actions, trained)
-            group_std = rollout.get("group_step_reward_std")
-            if group_std is None:
-                group_std = diagnostics.within_group_step_reward_std(buf.rewards, trained)
+            if getattr(self, "group_mode", "games") == "moves":  # one position per ply played, all logged
+                played = buf.pos * buf.n_envs
+                plies, trained_plies = played, int(buf.trained[:played].sum())
+                agreement = rollout.get("action_agreement_mean", math.nan)  # none in groups of every move
+                group_std = rollout["group_step_reward_std"]
+            else:
+                trained = buf.trained & buf.valid
+                plies, trained_plies = int(buf.valid.sum()), int(trained.sum())
+                agreement = rollout.get("action_agreement_mean")
+                if agreement is None:  # not logged by this GRPO version: measure it on the rollout
+                    agreement, _ = diagnostics.action_agreement(buf.actions, trained)
+                group_std = rollout.get("group_step_reward_std")
+                if group_std is None:
+                    group_std = diagnostics.within_group_step_reward_std(buf.rewards, trained)
             metrics = {
                 "step_reward_mean": rollout.get("step_reward_mean", math.nan),
                 "entropy": train.get("entropy", math.nan),
@@ -194,7 +201,7 @@ def _grpo_class() -> type:
                 "agreement": float(agreement),
                 "group_step_reward_std": float(group_std),
             }
-            return int(buf.valid.sum()), int(trained.sum()) * self.n_epochs, metrics
+            return plies, trained_plies * self.n_epochs, metrics
 
     return BenchGRPO
 

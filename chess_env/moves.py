@@ -110,5 +110,5 @@ def submit_move_values(
 ) -> PendingMoveValues:
     """Start the searches of :func:`move_values` on ``pool`` (a :class:`~chess_env.engine.StockfishPool`) and
     return at once, so the caller can work (e.g. the policy's forward pass) while the engines search."""
-    return PendingMoveValues(pool.submit_moves(list(boards), limit), boards, reward_transform, cp_clip, draw_rule,  # type: ignore[attr-defined]
-                             mate_band)
+    searches = pool.submit_moves(list(boards), limit)  # type: ignore[attr-defined]
+    return PendingMoveValues(searches, boards, reward_transform, cp_clip, draw_rule, mate_band)

@@ -61,7 +61,8 @@ class ReferenceLogProbs:
             batch = indices[start : start + batch_size]
             data = self._get_samples(batch)  # type: ignore[attr-defined]
             with th.no_grad():
-                log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)  # type: ignore[operator]
+                log_p, _ = ref_policy.log_probs(  # type: ignore[operator]
+                    data.observations, data.action_masks, temperature)
             rows[batch] = log_p.cpu().numpy()
         self.ref_log_probs = rows
 

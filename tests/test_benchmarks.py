@@ -132,6 +132,24 @@ def test_ablation_ci_preset_end_to_end_and_resumes(tmp_path):
     assert len(again["collapsed"]) == n_cells
 
 
+def test_ablation_puts_kinds_of_group_side_by_side(tmp_path):
+    summary = ablation.run("ci", tmp_path, learning_rates=[3e-4], ent_coefs=[0.03],
+                           groups=["games", "moves_g4_wor", "moves_all"], workers=1, quiet=True)
+    cells = {cell["group"]: cell for cell in summary["cells"]}
+    assert list(cells) == ["games", "moves_g4_wor", "moves_all"]
+    assert cells["moves_g4_wor"]["config"]["sample_without_replacement"] is True
+    assert cells["moves_all"]["config"]["group_size"] == "all"
+    for cell in cells.values():
+        assert cell["env_plies"] >= ablation.PRESETS["ci"]["budget_plies"]
+        assert 0.0 < cell["final"]["entropy_norm"] <= 1.0 + 1e-6
+    assert 0.0 < cells["moves_g4_wor"]["final"]["agreement"] <= 1.0
+    assert math.isnan(cells["moves_all"]["final"]["agreement"])  # every legal move: nothing to agree on
+    assert (tmp_path / "ablation_ci" / "lr0.0003_ent0.03_rms_moves_all.json").is_file()
+    assert (tmp_path / "ablation_ci" / "lr0.0003_ent0.03_rms.json").is_file()  # trajectory groups keep their names
+    with pytest.raises(ValueError, match="'moves_g3'"):
+        ablation.run("ci", tmp_path, groups=["moves_g3"])
+
+
 def test_train_throughput_times_learn_after_a_warm_up():
     from benchmarks import train_throughput
 

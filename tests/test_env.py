@@ -101,7 +101,8 @@ def test_mate_scores_rank_by_length_above_every_centipawn_score():
     from chess_env.rewards import score_value
 
     Mate, Cp = chess.engine.Mate, chess.engine.Cp
-    ladder = [chess.engine.MateGiven, Mate(1), Mate(4), Cp(5000), Cp(50), Cp(0), Cp(-50), Cp(-5000), Mate(-4), Mate(-1), Mate(-0)]
+    ladder = [chess.engine.MateGiven, Mate(1), Mate(4), Cp(5000), Cp(50), Cp(0), Cp(-50), Cp(-5000),
+              Mate(-4), Mate(-1), Mate(-0)]
     for transform in ("winprob", "cp", "wdl"):
         values = [score_value(s, transform, mate_band=0.05) for s in ladder]
         assert values == sorted(values, reverse=True) and len(set(values)) == len(values), transform

@@ -58,7 +58,8 @@ def test_a_shorter_mate_is_worth_more(pool):
     board = chess.Board(MATES_IN_ONE_AND_TWO)
     scores = pool.evaluate_moves([board], chess.engine.Limit(depth=6))
     values, flat = move_values([board], scores)[0], move_values([board], scores, mate_band=0.0)[0]
-    by_mate = {n: [encode_move(board, m) for m, s in scores[0].items() if s.relative == chess.engine.Mate(n)] for n in (1, 2)}
+    by_mate = {n: [encode_move(board, m) for m, s in scores[0].items() if s.relative == chess.engine.Mate(n)]
+               for n in (1, 2)}
     assert len(by_mate[1]) == 2 and len(by_mate[2]) >= 5
     assert (values[by_mate[1]] == 1.0).all() and np.allclose(values[by_mate[2]], 0.975)
     assert np.nanmax(np.delete(values, by_mate[1])) == pytest.approx(0.975)  # the band: nothing else reaches a mate
