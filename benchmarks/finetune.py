@@ -59,8 +59,11 @@ class Deadline(BaseCallback):
         return not self.stop
 
 
-def finetune(base_dir: Path, config: dict[str, Any], seconds: float) -> tuple[Any, dict[str, Any]]:
+def finetune(base_dir: Path, config: dict[str, Any], seconds: float,
+             starts: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """GRPO from ``base_dir/pretrained.zip`` for ``seconds``; returns the model and what the run did.
+
+    The games start from ``starts`` (default ``base_dir/walk_starts.epd``): any positions of the training split.
 
     Raises:
         ConfigError: the config builds no env or no GRPO (the value is named).
@@ -68,7 +71,7 @@ def finetune(base_dir: Path, config: dict[str, Any], seconds: float) -> tuple[An
     from grpo_agent.cli.train import _build_model, _make_env
     from grpo_agent.pretrain import MODEL_FILE, warm_start
 
-    env_cfg = {**config["env"], "start_positions": str(base_dir / "walk_starts.epd")}
+    env_cfg = {**config["env"], "start_positions": str(starts or base_dir / "walk_starts.epd")}
     env, model = _make_env(env_cfg), None
     try:
         model = _build_model(config, env, None)
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=240.0, help="GRPO wall clock (0: judge the warm start)")
     parser.add_argument("--games", type=int, default=20, help="games against the random mover from the tune positions")
     parser.add_argument("--tune-puzzles", type=Path, default=None, help="a puzzle CSV apart from the shipped one")
+    parser.add_argument("--starts", type=Path, default=None,
+                        help="GRPO games' start positions (default: BASE_DIR/walk_starts.epd); training split only")
     args = parser.parse_args(argv)
 
     if args.table:
@@ -117,10 +122,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tune = list(load_positions("builtin").split(*TUNE_SPLIT)[1])
     try:
         config = load_config(args.config, args.set)
-        model, info = finetune(args.base_dir, config, args.seconds)
+        model, info = finetune(args.base_dir, config, args.seconds, args.starts)
     except ConfigError as exc:
         parser.error(str(exc))
     result = {"name": args.name, "seconds": args.seconds, "sets": args.set, "config": args.config,
+              "starts": str(args.starts or args.base_dir / "walk_starts.epd"),
               "algo": config["algo"], "env": config["env"], **info, "load_average": os.getloadavg(),
               "eval": evaluate(model, "tune", tune, args.games, args.tune_puzzles)}
     out = args.base_dir / "finetune" / f"{args.name}.json"

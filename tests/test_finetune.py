@@ -39,6 +39,10 @@ def test_finetune_starts_from_the_warm_start_and_trains_away_from_it(tmp_path):
     assert not all(th.equal(v, pretrained[k]) for k, v in model.policy.state_dict().items())
     assert all(th.equal(v, pretrained[k]) for k, v in model.ref_policy.state_dict().items())
 
+    (tmp_path / "other.epd").write_text(starts[0] + "\n")
+    model, _ = finetune.finetune(tmp_path, config, seconds=0, starts=tmp_path / "other.epd")
+    assert len(model.env.vector_env.envs[0].start_positions) == 1
+
 
 def test_bad_arguments_are_named(tmp_path, capsys):
     for argv, message in (([str(tmp_path), "x"], "no walk_starts.epd"), ([str(tmp_path)], "NAME is required"),
