@@ -542,7 +542,10 @@ class GRPO(BaseAlgorithm):
     def _log_update(self, history: dict[str, list[float]], first: dict[str, float], coefs: dict[str, float]) -> None:
         """Record the update's ``train/`` metrics and feed the adaptive KL controller."""
         trained = self.rollout_buffer.trained
-        summary = {key: float(np.nanmean(values)) for key, values in history.items() if key != "ratio_dev"}
+        # The drift statistics judge only samples drawn from the policy itself; with none (move groups with
+        # Dirichlet noise draw every candidate from the noised mixture) they are nan, without numpy's warning.
+        summary = {key: float(np.mean(finite)) if (finite := [v for v in values if v == v]) else float("nan")
+                   for key, values in history.items() if key != "ratio_dev"}
         summary.update(first)
         summary.update(
             advantage_std=float(self.rollout_buffer.advantages[self.rollout_buffer.weights > 0].std()) if trained.any() else 0.0,
