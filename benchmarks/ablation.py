@@ -8,8 +8,8 @@ G = 4 or 8 candidates with or without replacement, or of every legal move).
 Each cell is one short GRPO run (the env and network of ``compare_ppo.py``'s preset, the GRPO defaults
 otherwise: ``advantage="step"``, ``train_plies="mover"``, clip 0.2/0.28, no KL penalty) with one
 ``(learning_rate, ent_coef, advantage_scale, group)``; ``budget_plies`` counts plies played in either kind of
-group (a move-group position also values every legal move with one MultiPV search). A cell reports, averaged over the last quarter of its
-updates: ``entropy``, ``entropy_norm`` (entropy / log #legal), ``agreement`` (share of a group that played
+group (a move-group position also values every legal move with one MultiPV search). A cell reports, averaged
+over the last quarter of its updates: ``entropy``, ``entropy_norm`` (entropy / log #legal), ``agreement`` (share of a group that played
 the group's most common move at the same ply; ``rollout/action_agreement_mean`` when GRPO logs it,
 otherwise measured on the rollout buffer), ``approx_kl``, ``kl_ref`` (k3 KL to the initial policy: the
 drift), ``clip_fraction`` (low + high), ``group_step_reward_std`` (within-board spread of the per-ply
@@ -221,8 +221,8 @@ def print_table(cells: list[dict[str, Any]], title: str) -> None:
 
 def run(preset_name: str, out_dir: Path, workers: int | None = None, budget_plies: int | None = None,
         learning_rates: list[float] | None = None, ent_coefs: list[float] | None = None,
-        scales: list[str] | None = None, groups: list[str] | None = None, entropy_threshold: float = 0.5, agreement_threshold: float = 0.7,
-        force: bool = False, quiet: bool = False) -> dict[str, Any]:
+        scales: list[str] | None = None, groups: list[str] | None = None, entropy_threshold: float = 0.5,
+        agreement_threshold: float = 0.7, force: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Run (or resume) the grid; write per-cell JSON, the summary JSON and the heatmap PNGs under ``out_dir``."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; expected one of {sorted(PRESETS)}")

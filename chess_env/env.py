@@ -83,8 +83,8 @@ class ChessEnv(gym.Env):
         cp_clip: centipawn bound of the ``"cp"`` transform.
         mate_band: the top and bottom share of ``[-1, 1]`` that mate scores fill by their length (see
             :func:`score_value`): with the default 0.05 a mate given is worth 1, a mate one move away 0.975, a
-            long mate about 0.95, and every centipawn value is scaled into ``[-0.95, 0.95]``, so that a shorter mate is
-            worth more, in the shaping and in the move values of move groups. 0: every mate is worth +-1.
+            long mate about 0.95, and every centipawn value is scaled into ``[-0.95, 0.95]``, so that a shorter
+            mate is worth more, in the shaping and in the move values of move groups. 0: every mate is worth +-1.
         shaping_scale: weight of the shaping term.
         result_scale: weight of the game result.
         history: earlier positions stacked in the observation.

@@ -14,8 +14,7 @@ import chess.engine
 REWARD_TRANSFORMS = ("winprob", "cp", "wdl")
 
 #: The env's default ``mate_band`` (:class:`~chess_env.ChessEnv`, :mod:`chess_env.moves`): mates fill the top and
-#: bottom 5% of the range, and the centipawn values of ``"winprob"`` keep their order below them (its +-0.95 is
-#: about +-1000 cp, where Lichess clips centipawns too).
+#: bottom 5% of the range, and every other score keeps its order, scaled into +-0.95 below them.
 MATE_BAND = 0.05
 
 LICHESS_WINPROB_SLOPE = 0.00368208

@@ -148,7 +148,8 @@ class ChessVecEnv(VecEnv):
         ``(num_envs, 4672)`` float32 values for the mover, ``nan`` at illegal entries (see :mod:`chess_env.moves`).
 
         One MultiPV search per position at the env's shaping limit (``reward_depth`` / ``reward_nodes``), valued
-        with its ``reward_transform`` and ``mate_band``; the searches run while the caller works. Don't step until the result is read.
+        with its ``reward_transform`` and ``mate_band``; the searches run while the caller works. Don't step until
+        the result is read.
 
         Raises:
             ValueError: the env has no engine (``shaping=False`` and no shared pool).
