@@ -43,6 +43,7 @@ __all__ = [
     "effective_sample_size",
     "frac_zero_std",
     "group_spread",
+    "mean_of_numbers",
     "normalized_entropy",
     "policy_diversity_kl",
     "rollout_diagnostics",
@@ -402,6 +403,14 @@ def clip_fractions(
     low = (ratio < 1.0 - clip_low) & (advantages < 0)
     high = (ratio > 1.0 + clip_high) & (advantages > 0)
     return float(low.mean()), float(high.mean())
+
+
+def mean_of_numbers(values: list[float]) -> float:
+    """The mean of the values that are not nan; nan when none is (``np.nanmean`` would warn). The drift statistics
+    judge only samples drawn from the policy itself, and move groups with Dirichlet noise draw every candidate
+    from the noised mixture, so a whole update can have none."""
+    numbers = [v for v in values if not math.isnan(v)]
+    return float(np.mean(numbers)) if numbers else math.nan
 
 
 def drift_statistics(

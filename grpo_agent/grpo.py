@@ -15,7 +15,6 @@ group-rollout protocol.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from grpo_agent import resume
 from grpo_agent.advantages import AdvantageConfig
 from grpo_agent.buffers import GroupRolloutBuffer, MoveGroupBuffer
 from grpo_agent.control import Guardrails
+from grpo_agent.diagnostics import mean_of_numbers
 from grpo_agent.distributed import RayRollouts
 from grpo_agent.guards import NonFiniteAction, guarded_step
 from grpo_agent.loss import minibatch_loss
@@ -44,13 +44,6 @@ from grpo_agent.rollout import CollectorSpec, GameGroupCollector, MoveGroupColle
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 
-
-def _mean_of_numbers(values: list[float]) -> float:
-    """The mean of the values that are not nan; nan when none is (``np.nanmean`` would warn). The drift statistics
-    judge only samples drawn from the policy itself, and move groups with Dirichlet noise draw every candidate
-    from the noised mixture, so a whole update can have none."""
-    numbers = [v for v in values if not math.isnan(v)]
-    return float(np.mean(numbers)) if numbers else math.nan
 
 class GRPO(BaseAlgorithm):
     """Group Relative Policy Optimization with legal-move masking.
@@ -551,7 +544,7 @@ class GRPO(BaseAlgorithm):
     def _log_update(self, history: dict[str, list[float]], first: dict[str, float], coefs: dict[str, float]) -> None:
         """Record the update's ``train/`` metrics and feed the adaptive KL controller."""
         trained = self.rollout_buffer.trained
-        summary = {key: _mean_of_numbers(values) for key, values in history.items() if key != "ratio_dev"}
+        summary = {key: mean_of_numbers(values) for key, values in history.items() if key != "ratio_dev"}
         summary.update(first)
         summary.update(
             advantage_std=float(self.rollout_buffer.advantages[self.rollout_buffer.weights > 0].std()) if trained.any() else 0.0,

@@ -236,3 +236,15 @@ def test_rollout_diagnostics_group_of_one_leaves_keys_out():
     out = rollout_diagnostics(actions, np.zeros((2, 1, 3)), valid, np.zeros((2, 1)))
     # one trajectory per group: no spread or agreement is defined; every group has zero spread
     assert out == {"rollout/frac_reward_zero_std": 1.0}
+
+
+def test_mean_of_numbers_skips_nan_and_is_nan_when_nothing_is_left():
+    import math
+    import warnings
+
+    from grpo_agent.diagnostics import mean_of_numbers
+
+    assert mean_of_numbers([1.0, math.nan, 3.0]) == 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # np.nanmean would warn here
+        assert math.isnan(mean_of_numbers([math.nan, math.nan])) and math.isnan(mean_of_numbers([]))
