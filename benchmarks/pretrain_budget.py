@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.pretrain_budget RUN_DIR [--set key=value ...] [--net 4x64] [--eval tune|heldout]
 [--games 40] [--tune-puzzles CSV] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
 
-One :func:`grpo_agent.pretrain.pretrain` run (one torch thread) with the :class:`PretrainConfig` fields given
+One :func:`grpo_agent.pretrain.pretrain` run (its training on ``torch_threads``, by default one per core) with the :class:`PretrainConfig` fields given
 by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/pretrained.zip``:
 
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
@@ -197,7 +197,8 @@ def table_row(result: dict[str, Any]) -> str:
     name = (f"{result['net']} d{c['depth']} n{c['n_positions']} e{c['epochs']} {c['targets']}"
             f"{'' if c['targets'] == 'best' else ' T' + str(c['label_temperature'])} walk {c['walk_plies']}/"
             f"{c['walk_random']}{'' if c['mate_weight'] == 1 else ' mw' + str(c['mate_weight'])}"
-            f"{' conv' + str(c['conversion']) if c.get('conversion') else ''}")
+            f"{' conv' + str(c['conversion']) if c.get('conversion') else ''}"
+            f"{' ' + c['conversion_keep'] if c.get('conversion') and c.get('conversion_keep', 'all') != 'all' else ''}")
     cells = [name, f"{result['label_seconds']:.0f}{'*' if result['label_seconds_scaled'] else ''}",
              f"{t['train_seconds']:.0f}", f"{c['n_positions']}", f"{t['heldout_top1']:.3f}", f"{e['acpl']:.0f}",
              f"{e['best_move_rate']:.0%}"]

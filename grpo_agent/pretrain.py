@@ -64,6 +64,7 @@ __all__ = [
 
 TARGETS = ("best", "soft")
 LR_SCHEDULES = ("cosine", "constant")
+CONVERSION_KEEP = ("all", "mates")
 MODEL_FILE = "pretrained.zip"
 LOG_SUFFIX = "_pretrain"
 SUMMARY_FILE = "pretrain_summary.json"
@@ -82,6 +83,9 @@ class PretrainConfig:
     :param conversion: (data) share of the walks that are conversion games, the engine-guided mover against a
         uniformly random one, labelled on the engine-guided side only (see :mod:`grpo_agent.pretrain_data`)
     :param conversion_plies: (data) plies of a conversion game at most (it ends earlier at mate or a draw)
+    :param conversion_keep: (data) which of a conversion game's positions are kept: ``"all"`` of the engine
+        side's, or only ``"mates"``, those where it has a forced mate (the game is still searched ply by ply
+        to play it, but the long won-but-not-yet-mating stretch, whose targets are flat, is not stored)
     :param depth: (data) Stockfish depth of the MultiPV search labelling a position
     :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
     :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
@@ -98,6 +102,8 @@ class PretrainConfig:
     :param evals_per_epoch: held-out measurements (and log rows) per epoch
     :param patience: measurements without a better held-out loss before training stops
     :param engine_processes: Stockfish processes labelling (``None``: one per core)
+    :param torch_threads: torch threads while training (``None``: one per core; the labelling engines have
+        quit by then, so the cores they used are free: 1.5x the positions/s of one thread on two cores)
     :param device: torch device of the network
     """
 
@@ -108,6 +114,7 @@ class PretrainConfig:
     walk_temperature: float = 0.1
     conversion: float = 0.0
     conversion_plies: int = 120
+    conversion_keep: str = "all"
     depth: int = 4
     seed: int = 0
     targets: str = "soft"
@@ -123,6 +130,7 @@ class PretrainConfig:
     evals_per_epoch: int = 2
     patience: int = 3
     engine_processes: int | None = None
+    torch_threads: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -136,15 +144,16 @@ class PretrainConfig:
             _integer(name, getattr(self, name), 1)
         for name in ("walk_plies", "conversion_plies", "seed"):
             _integer(name, getattr(self, name), 0)
-        if self.engine_processes is not None:
-            _integer("engine_processes", self.engine_processes, 1)
+        for name in ("engine_processes", "torch_threads"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), 1)
         for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
         for name in ("walk_random", "conversion"):
             _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
-        for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES)):
+        for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES), ("conversion_keep", CONVERSION_KEEP)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -301,6 +310,8 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
     best, step, sums = _BestSoFar(), 0, np.zeros(3)  # sums: loss, top-1 hits, positions since the last row
     started = time.perf_counter()
     progress = Progress(total, "pretraining", "batches")
+    threads = th.get_num_threads()
+    th.set_num_threads(config.torch_threads or os.cpu_count() or 1)
     try:
         while step < total and best.stale < config.patience:
             order = rng.permutation(train_idx)
@@ -328,6 +339,7 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
                               f"measurements without a better loss)")
                         break
     finally:
+        th.set_num_threads(threads)  # the caller's setting again (e.g. GRPO's one thread beside its engines)
         progress.close()
     if best.state is not None:
         policy.load_state_dict(best.state)

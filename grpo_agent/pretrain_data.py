@@ -11,7 +11,8 @@ Positions repeated (same EPD), finished, or with a single legal move are not kep
 
 **Conversion walks.** A share ``conversion`` of the walks are games of ``conversion_plies`` plies at most
 between the engine-guided mover (the strong side, either colour) and a uniformly random one, and only the
-strong side's positions are labelled (the random side's move is played straight after, unsearched). Such a
+strong side's positions are labelled (the random side's move is played straight after, unsearched); with
+``conversion_keep="mates"`` only those where it has a forced mate are kept. Such a
 game ends in mate far more often than a short walk: the positions before the mate are the mate-in-one and
 mate-in-two positions that short walks almost never reach (0.4% of their positions have a forced mate), and
 they are what a policy meets when it has to win, not draw, a won game against a weak mover.
@@ -134,6 +135,7 @@ def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dic
            ("n_positions", "walk_plies", "walk_random", "walk_temperature", "depth", "seed")},
         # Only when used, so the keys of the datasets built before conversion walks existed still match.
         **{name: getattr(config, name) for name in ("conversion", "conversion_plies") if config.conversion > 0},
+        **({"conversion_keep": config.conversion_keep} if config.conversion > 0 and config.conversion_keep != "all" else {}),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
 
@@ -202,13 +204,15 @@ class _Walks:
         moves = list(board.legal_moves)
         relative = [scores[move].pov(board.turn) for move in moves]
         values = np.array([score_value(s, "winprob") for s in relative], dtype=np.float32)
+        mates = np.array([s.mate() or 0 for s in relative], dtype=np.int16)
         epd = board.epd()
-        if len(moves) > 1 and epd not in self.seen:
+        wanted = not walk.conversion or self.config.conversion_keep == "all" or mates.max() > 0
+        if wanted and len(moves) > 1 and epd not in self.seen:
             self.seen.add(epd)
             self.rows["fens"].append(board.fen())
             self.rows["actions"].append(np.array([encode_move(board, m) for m in moves], dtype=np.int16))
             self.rows["values"].append(values)
-            self.rows["mates"].append(np.array([s.mate() or 0 for s in relative], dtype=np.int16))
+            self.rows["mates"].append(mates)
             self.rows["walks"].append(walk.id)
             walk.kept += 1
         return values

@@ -33,7 +33,7 @@ from grpo_agent.pretrain import (
     split_heldout,
     warm_start,
 )
-from grpo_agent.pretrain_data import stored_key
+from grpo_agent.pretrain_data import dataset_key, stored_key
 
 try:
     find_stockfish()
@@ -71,7 +71,8 @@ def synthetic(n: int) -> LabelledPositions:
     ("field", "value"),
     [("n_positions", 0), ("depth", 0), ("depth", 2.5), ("targets", "argmax"), ("label_temperature", 0.0),
      ("heldout_frac", 1.0), ("walk_random", -0.1), ("conversion", 1.5), ("conversion_plies", -1), ("lr", "fast"), ("epochs", True), ("lr_schedule", "step"),
-     ("engine_processes", 0), ("weight_decay", -1.0), ("positions", [])],
+     ("engine_processes", 0), ("weight_decay", -1.0), ("positions", []), ("conversion_keep", "some"),
+     ("torch_threads", 0)],
 )
 def test_bad_config_values_raise_naming_them(field, value):
     with pytest.raises(ValueError, match=field) as info:
@@ -140,8 +141,9 @@ def test_heldout_split_keeps_walks_whole():
         split_heldout(np.zeros(5, np.int32), 0.1, seed=0)
 
 
-def test_training_lowers_the_loss_on_a_tiny_set():
+def test_training_lowers_the_loss_on_a_tiny_set(monkeypatch):
     th.manual_seed(0)
+    set_threads = th.set_num_threads
     data = synthetic(24)
     model = GRPO("ChessResNetPolicy", ChessVectorEnv(1, shaping=False), group_size=1, policy_kwargs=TINY, seed=0,
                  device="cpu")
@@ -149,7 +151,11 @@ def test_training_lowers_the_loss_on_a_tiny_set():
     train, held = split_heldout(data.walks, config.heldout_frac, config.seed)
     batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), 1.0, model.device)
     before = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
-    stats = fit(model.policy, data, config, None)
+    threads = []
+    monkeypatch.setattr(th, "set_num_threads", lambda n: threads.append(n) or set_threads(n))
+    stats = fit(model.policy, data, dataclasses.replace(config, torch_threads=2), None)
+    # Trained on the config's threads, then the caller's setting (the test session's one thread) again.
+    assert threads == [2, 1] and th.get_num_threads() == 1
     after = {name: heldout_metrics(model.policy, batches, idx, 64) for name, idx in (("train", train), ("held", held))}
     assert stats["heldout_loss"] == pytest.approx(after["held"]["heldout_loss"], rel=1e-5)  # the best is kept
     for name in ("train", "held"):
@@ -235,6 +241,11 @@ def test_conversion_walks_label_the_engine_side_only_and_reach_its_mates(tmp_pat
         np.testing.assert_array_equal(getattr(LabelledPositions.load(build_dataset(plain, pool, tmp_path / "a")), field.name),
                                       getattr(LabelledPositions.load(build_dataset(tweaked, pool, tmp_path / "b")), field.name))
     assert stored_key(tmp_path / "a" / DATASET_FILE) == stored_key(tmp_path / "b" / DATASET_FILE)
+    # conversion_keep="mates": the same games, but only the positions where the engine side has a forced mate.
+    mates_only = dataclasses.replace(config, n_positions=100, conversion_keep="mates")
+    kept = LabelledPositions.load(build_dataset(mates_only, pool, tmp_path / "mates"))
+    assert len(kept) == 100 and (np.maximum.reduceat(kept.mates, kept.offsets[:-1]) > 0).all()
+    assert dataset_key(mates_only, starts)[0] != dataset_key(dataclasses.replace(mates_only, conversion_keep="all"), starts)[0]
 
 
 @needs_stockfish
