@@ -44,6 +44,8 @@ def measure(config_path: str, timesteps: int) -> dict[str, Any]:
     config = yaml.safe_load(Path(config_path).read_text())
     torch.set_num_threads(int(config.get("train", {}).get("torch_threads", 1)))
     env_cfg = dict(config["env"])
+    if env_cfg.get("start_positions") == "pretrain":  # a run folder's pretrain stage: the built-in starts here
+        env_cfg["start_positions"] = "builtin"
     env = ChessVectorEnv(env_cfg.pop("num_envs", 64), **env_cfg)
     algo = dict(config["algo"])
     model = GRPO(algo.pop("policy", "ChessResNetPolicy"), env, **algo)

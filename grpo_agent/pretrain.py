@@ -18,6 +18,7 @@ straddle the split. The held-out loss is measured ``evals_per_epoch`` times an e
 share of held-out positions whose most likely legal move has the best move's rank (ties count).
 
 Files in the run folder: ``pretrain_dataset.npz`` (reused when its settings key matches, rebuilt otherwise),
+``grpo_starts.epd`` (start positions for the GRPO stage: :func:`~grpo_agent.pretrain_data.grpo_starts`),
 ``progress_pretrain.csv`` (SB3 logger: ``pretrain/loss``, ``pretrain/heldout_loss``,
 ``pretrain/heldout_top1``, ...), ``pretrain_summary.json`` and ``pretrained.zip`` (a
 :class:`~grpo_agent.grpo.GRPO` model: ``GRPO.load`` and ``grpo-chess eval`` read it).
@@ -43,12 +44,14 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from chess_env.encoding import N_ACTIONS, observation
 from grpo_agent.grpo import GRPO
 from grpo_agent.policies import GRPOPolicy
-from grpo_agent.pretrain_data import DATASET_FILE, LabelledPositions, build_dataset
+from grpo_agent.pretrain_data import DATASET_FILE, STARTS_FILE, LabelledPositions, build_dataset, grpo_starts
 from grpo_agent.progress import Progress
+from grpo_agent.save_util import atomic_write
 
 __all__ = [
     "DATASET_FILE",
     "MODEL_FILE",
+    "STARTS_FILE",
     "Batch",
     "LabelledPositions",
     "PretrainConfig",
@@ -378,6 +381,7 @@ def pretrain(config: PretrainConfig, run_dir: str | os.PathLike, policy: str | t
     run_dir = Path(run_dir)
     dataset = build_dataset(config, None, run_dir, engine_path)
     data = LabelledPositions.load(dataset)
+    atomic_write(run_dir / STARTS_FILE, ("\n".join(grpo_starts(data, config.seed)) + "\n").encode())
     from chess_env import ChessVectorEnv
 
     model = GRPO(policy, ChessVectorEnv(1, shaping=False), group_size=1, policy_kwargs=policy_kwargs,

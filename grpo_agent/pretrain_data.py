@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from grpo_agent.pretrain import PretrainConfig
 
 DATASET_FILE = "pretrain_dataset.npz"
+#: the GRPO stage's start positions (:func:`grpo_starts`), written beside the dataset
+STARTS_FILE = "grpo_starts.epd"
 #: bumped when the labelling changes, so older dataset files are rebuilt
 DATASET_VERSION = 1
 #: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
@@ -284,6 +286,20 @@ def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) ->
                 futures[i] = pool.submit_moves([walk.board for walk in batches[i]], limit)
     finally:
         progress.close()
+
+
+def grpo_starts(data: LabelledPositions, seed: int, others: int = 1000) -> list[str]:
+    """Start positions for the GRPO stage that follows the warm start: every position of ``data`` where the
+    mover has a forced mate, then as many of the others (at least ``others``, all of them if fewer), drawn
+    without replacement with ``seed``.
+
+    The warm start learnt to mate from a few percent of such positions; GRPO games that start only from the
+    opening walks almost never reach one, and forget it (measured in ``benchmarks/results/finetune.md``).
+    """
+    mate = np.maximum.reduceat(data.mates, data.offsets[:-1]) > 0
+    rest = np.flatnonzero(~mate)
+    drawn = np.random.default_rng([seed, 3]).choice(rest, min(len(rest), max(others, int(mate.sum()))), replace=False)
+    return [str(fen) for fen in data.fens[np.concatenate([np.flatnonzero(mate), np.sort(drawn)])]]
 
 
 def start_positions(positions: str | os.PathLike | list[str]) -> list[str]:

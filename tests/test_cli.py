@@ -42,6 +42,17 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert exc.value.code == 2
     assert "train.total_timestep" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run folder for a bad config
+    # The pretrain stage's start positions need that stage, and a bad env value fails before it runs.
+    smoke = str(ROOT / "configs" / "smoke.yaml")
+    no_pretrain = tmp_path.parent / f"{tmp_path.name}-no-pretrain.yaml"
+    no_pretrain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(Path(smoke).read_text()).items() if k != "pretrain"}))
+    for config, extra, named in ((str(no_pretrain), [], "needs a pretrain: section"),
+                                 (smoke, ["--init", str(tmp_path / "m.zip")], "--init"),
+                                 (smoke, ["--set", "env.max_plies=-3"], "max_plies")):
+        with pytest.raises(SystemExit):
+            main(["train", "--config", config, "--set", f"train.runs_dir={tmp_path}", *extra])
+        assert named in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_overrides_are_parsed_as_yaml():
@@ -95,6 +106,10 @@ def test_smoke_train_then_resume(tmp_path):
     assert len(pd.read_csv(run_dir / "progress.csv")) == 3
     # the smoke config pretrains first, then evaluates the initial, pretrained and final policy alike, and plots
     assert (run_dir / "pretrain" / "pretrained.zip").is_file() and (run_dir / "pretrained_model.zip").is_file()
+    # env.start_positions: pretrain became the stage's own positions, named in config.yaml for a resume
+    starts = run_dir / "pretrain" / "grpo_starts.epd"
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["start_positions"] == str(starts)
+    assert len(starts.read_text().split("\n")) > 10
     for name in ("initial", "pretrained", "final"):
         report = json.loads((run_dir / "eval" / name / "eval.json").read_text())
         assert {"eval/acpl", "eval/score_vs_random", "eval/puzzle_accuracy"} <= set(report["metrics"])
@@ -116,7 +131,8 @@ def test_pretrain_command_then_train_from_it(tmp_path, capsys):
     assert main(["pretrain", "--config", config, "--out", str(out), "--set", "train.evaluate=none"]) == 0
     model = out / "pretrained.zip"
     assert f"--init {model}" in capsys.readouterr().out
-    overrides = ["--set", f"train.runs_dir={tmp_path / 'runs'}", "--set", "train.evaluate=none", "--wandb", "disabled"]
+    overrides = ["--set", f"train.runs_dir={tmp_path / 'runs'}", "--set", "train.evaluate=none", "--wandb", "disabled",
+                 "--set", "env.start_positions=builtin"]  # the config's own pretrain positions do not come with --init
     assert main(["train", "--config", config, "--init", str(model), *overrides]) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert not (run_dir / "pretrain").exists()  # --init replaces the config's own pretrain stage

@@ -33,7 +33,7 @@ from grpo_agent.pretrain import (
     split_heldout,
     warm_start,
 )
-from grpo_agent.pretrain_data import dataset_key, stored_key
+from grpo_agent.pretrain_data import STARTS_FILE, dataset_key, grpo_starts, stored_key
 
 try:
     find_stockfish()
@@ -164,6 +164,19 @@ def test_training_lowers_the_loss_on_a_tiny_set(monkeypatch):
         assert after[name]["heldout_top1"] > 0.8 > before[name]["heldout_top1"]
 
 
+def test_grpo_starts_are_every_forced_mate_position_and_as_many_others():
+    data = synthetic(40)
+    mating = [3, 17, 29]
+    for i in mating:  # the mover mates in 2 with one move of these positions
+        data.mates[data.offsets[i]] = 2
+    data.mates[data.offsets[5]] = -1  # being mated is not a mate for the mover
+    starts = grpo_starts(data, seed=0, others=4)
+    assert starts[:3] == [data.fens[i] for i in mating] and len(starts) == 3 + 4 == len(set(starts))
+    assert grpo_starts(data, seed=0, others=4) == starts and grpo_starts(data, seed=1, others=4) != starts
+    assert len(grpo_starts(data, seed=0, others=1)) == 3 + 3  # as many others as mates
+    assert len(grpo_starts(data, seed=0)) == 40  # fewer others than asked: all of them
+
+
 @needs_stockfish
 def test_dataset_is_labelled_reused_and_rebuilt(tmp_path, pool):
     config = PretrainConfig(**SMALL)
@@ -259,6 +272,8 @@ def test_pretrained_zip_loads_predicts_legal_moves_and_warm_starts(tmp_path, poo
     for column in ("pretrain/loss", "pretrain/heldout_loss", "pretrain/heldout_top1"):
         assert log[column].notna().all()
     assert len(log) == config.epochs * config.evals_per_epoch
+    # the GRPO stage's start positions: the dataset's (no mates in 24 opening positions: all the others)
+    assert sorted(load_positions(str(tmp_path / STARTS_FILE))) == sorted(LabelledPositions.load(tmp_path / DATASET_FILE).fens)
     loaded = GRPO.load(tmp_path / MODEL_FILE, device="cpu")
     for fen in list(load_positions("builtin:eval"))[:10]:
         board = chess.Board(fen)

@@ -23,10 +23,13 @@ from grpo_agent.cli.config import SCHEDULE_KEYS, ConfigError, load_config, parse
 from grpo_agent.cli.plotting import plot_run, read_progress
 from grpo_agent.evaluation import PRESETS, EvalConfig, EvalReport, Evaluator, format_eval_rows, load_model, write_artifacts
 from grpo_agent.grpo import GRPO
-from grpo_agent.pretrain import run_pretrain, warm_start
+from grpo_agent.pretrain import STARTS_FILE, run_pretrain, warm_start
 from grpo_agent.progress import ProgressCallback
 from grpo_agent.resume import ProgressCSV, RolloutCheckpointCallback, checkpoint_timesteps
 from grpo_agent.save_util import atomic_write, save_model
+
+#: ``env.start_positions`` value: the GRPO games start from the pretrain stage's ``grpo_starts.epd``
+PRETRAIN_STARTS = "pretrain"
 
 SUMMARY_KEYS = (
     "rollout/step_reward_mean",
@@ -189,16 +192,36 @@ def _evaluate_stages(run_dir: Path, train_cfg: dict[str, Any]) -> dict[str, Eval
     return reports
 
 
+def _pretrain_stage(config: dict[str, Any], run_dir: Path) -> str:
+    """Run the config's pretrain stage into ``run_dir/pretrain``; return the path of ``pretrained.zip``."""
+    section = {"policy": config["algo"].get("policy", "ChessResNetPolicy"),
+               "policy_kwargs": config["algo"].get("policy_kwargs"), **config["pretrain"]}
+    try:
+        return str(run_pretrain(section, run_dir / "pretrain"))
+    except ValueError as exc:
+        raise ConfigError(f"pretrain: {exc}") from exc
+
+
+def _pretrain_starts(config: dict[str, Any], run_dir: Path, init: str | None) -> str | None:
+    """``env.start_positions: pretrain``: run the pretrain stage first and start the GRPO games from its
+    ``grpo_starts.epd`` (the config is changed to that file, so ``config.yaml`` and a resume name it). Returns the
+    pretrained model's path, or ``init`` when the config asks nothing of the kind."""
+    if config["env"].get("start_positions") != PRETRAIN_STARTS:
+        return init
+    if init is not None or not config["pretrain"]:
+        raise ConfigError(f"env.start_positions {PRETRAIN_STARTS!r} names the positions of the config's own pretrain "
+                          "stage: it needs a pretrain: section and no --init / train.init")
+    _make_env({**config["env"], "start_positions": "standard"}).close()  # a bad env value fails before pretraining
+    pretrained = _pretrain_stage(config, run_dir)
+    config["env"]["start_positions"] = str(run_dir / "pretrain" / STARTS_FILE)
+    return pretrained
+
+
 def _warm_start(config: dict[str, Any], model: GRPO, run_dir: Path, init: str | None) -> None:
     """Start ``model`` from ``init``, or from the run's own pretrain stage when the config has one; the warm start
     is also the KL reference. Saves it as ``pretrained_model.zip`` for the evaluation."""
     if init is None and config["pretrain"]:
-        section = {"policy": config["algo"].get("policy", "ChessResNetPolicy"),
-                   "policy_kwargs": config["algo"].get("policy_kwargs"), **config["pretrain"]}
-        try:
-            init = str(run_pretrain(section, run_dir / "pretrain"))
-        except ValueError as exc:
-            raise ConfigError(f"pretrain: {exc}") from exc
+        init = _pretrain_stage(config, run_dir)
     if init is None:
         return
     try:
@@ -244,11 +267,13 @@ def run_train(args: argparse.Namespace) -> int:
         from grpo_agent.distributed import init_ray
 
         init_ray(args.address)
+    init = None if resume_from else _pretrain_starts(config, run_dir, args.init or train_cfg["init"])
     env = _make_env(config["env"], ray_backend)
     model = None
     try:
         model = _build_model(config, env, resume_from)
-        run_dir.mkdir(parents=True, exist_ok=resume_from is not None)  # now: a refused config leaves no folder
+        # now: a refused config leaves no folder (but a pretrain stage run first has made it)
+        run_dir.mkdir(parents=True, exist_ok=resume_from is not None or (run_dir / "pretrain").is_dir())
         # Atomic: a kill while a resumed session rewrites it must not leave a run folder that cannot be resumed.
         atomic_write(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
         wandb_run = _init_wandb(args.wandb, run_dir, config)
@@ -257,7 +282,7 @@ def run_train(args: argparse.Namespace) -> int:
         if resume_from is None and train_cfg["evaluate"] != "none":
             save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
         if resume_from is None:
-            _warm_start(config, model, run_dir, args.init or train_cfg["init"])
+            _warm_start(config, model, run_dir, init)
         callbacks: list[Any] = []
         if train_cfg["checkpoint_every"] > 0:
             callbacks.append(RolloutCheckpointCallback(int(train_cfg["checkpoint_every"]), run_dir / "checkpoints"))
