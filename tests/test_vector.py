@@ -9,7 +9,9 @@ from gymnasium.vector import AutoresetMode
 
 import chess_env
 from chess_env import ChessEnv, ChessVectorEnv, encode_move
+from chess_env import vector as vector_module
 from chess_env.engine import StockfishPool
+from chess_env.positions import load_positions
 
 MATE_IN_ONE = "6k1/5ppp/8/8/8/8/8/R5K1 w - - 0 1"  # Ra8#
 QUIET = "4k3/8/8/8/8/8/4P3/4K3 w - - 0 1"
@@ -354,4 +356,15 @@ def test_stacked_infos_are_what_gymnasium_builds_game_by_game():
     assert list(stacked) == list(expected)
     for key, array in expected.items():
         assert stacked[key].dtype == array.dtype and stacked[key].tolist() == array.tolist(), key
+    venv.close()
+
+
+def test_games_share_one_set_of_start_positions_read_once(tmp_path, monkeypatch):
+    path = tmp_path / "starts.epd"
+    path.write_text("\n".join(list(load_positions("builtin"))[:20]) + "\n")
+    reads = []
+    monkeypatch.setattr(vector_module, "load_positions", lambda spec: reads.append(spec) or load_positions(spec))
+    venv = ChessVectorEnv(4, shaping=False, start_positions=str(path))
+    assert reads == [str(path)] and all(env.start_positions is venv.start_positions for env in venv.envs)
+    assert len(venv.start_positions) == 20 and venv.game_kwargs["start_positions"] == str(path)  # the spec, for copies
     venv.close()
