@@ -3,8 +3,9 @@
 Run: ``python -m benchmarks.pretrain_budget RUN_DIR [--set key=value ...] [--net 4x64] [--eval tune|heldout]
 [--games 40] [--tune-puzzles CSV] [--prefix-of DATASET.npz] [--label-only] [--eval-only]``.
 
-One :func:`grpo_agent.pretrain.pretrain` run (its training on ``torch_threads``, by default one per core) with the :class:`PretrainConfig` fields given
-by ``--set`` (values parsed as YAML), then one of two evaluations of ``RUN_DIR/pretrained.zip``:
+One :func:`grpo_agent.pretrain.pretrain` run (training on ``torch_threads``, by default one per core) with the
+:class:`PretrainConfig` fields given by ``--set`` (values parsed as YAML), then one of two evaluations of
+``RUN_DIR/pretrained.zip``:
 
 * ``--eval tune`` (for choosing settings): the walks start only from a 95% split of the built-in training set
   (``load_positions("builtin").split(0.95, seed=0)``); the greedy move's ACPL at depth 10 is measured on the 200

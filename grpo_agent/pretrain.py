@@ -156,7 +156,8 @@ class PretrainConfig:
         for name in ("walk_random", "conversion"):
             _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
-        for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES), ("conversion_keep", CONVERSION_KEEP)):
+        for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES),
+                              ("conversion_keep", CONVERSION_KEEP)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 

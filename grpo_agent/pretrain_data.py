@@ -137,7 +137,8 @@ def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dic
            ("n_positions", "walk_plies", "walk_random", "walk_temperature", "depth", "seed")},
         # Only when used, so the keys of the datasets built before conversion walks existed still match.
         **{name: getattr(config, name) for name in ("conversion", "conversion_plies") if config.conversion > 0},
-        **({"conversion_keep": config.conversion_keep} if config.conversion > 0 and config.conversion_keep != "all" else {}),
+        **({"conversion_keep": config.conversion_keep}
+           if config.conversion > 0 and config.conversion_keep != "all" else {}),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
 

@@ -45,7 +45,8 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     # The pretrain stage's start positions need that stage, and a bad env value fails before it runs.
     smoke = str(ROOT / "configs" / "smoke.yaml")
     no_pretrain = tmp_path.parent / f"{tmp_path.name}-no-pretrain.yaml"
-    no_pretrain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(Path(smoke).read_text()).items() if k != "pretrain"}))
+    sections = yaml.safe_load(Path(smoke).read_text())
+    no_pretrain.write_text(yaml.safe_dump({k: v for k, v in sections.items() if k != "pretrain"}))
     for config, extra, named in ((str(no_pretrain), [], "needs a pretrain: section"),
                                  (smoke, ["--init", str(tmp_path / "m.zip")], "--init"),
                                  (smoke, ["--set", "env.max_plies=-3"], "max_plies")):

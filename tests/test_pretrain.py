@@ -258,7 +258,8 @@ def test_conversion_walks_label_the_engine_side_only_and_reach_its_mates(tmp_pat
     mates_only = dataclasses.replace(config, n_positions=100, conversion_keep="mates")
     kept = LabelledPositions.load(build_dataset(mates_only, pool, tmp_path / "mates"))
     assert len(kept) == 100 and (np.maximum.reduceat(kept.mates, kept.offsets[:-1]) > 0).all()
-    assert dataset_key(mates_only, starts)[0] != dataset_key(dataclasses.replace(mates_only, conversion_keep="all"), starts)[0]
+    keep_all = dataclasses.replace(mates_only, conversion_keep="all")
+    assert dataset_key(mates_only, starts)[0] != dataset_key(keep_all, starts)[0]
 
 
 @needs_stockfish
@@ -273,7 +274,8 @@ def test_pretrained_zip_loads_predicts_legal_moves_and_warm_starts(tmp_path, poo
         assert log[column].notna().all()
     assert len(log) == config.epochs * config.evals_per_epoch
     # the GRPO stage's start positions: the dataset's (no mates in 24 opening positions: all the others)
-    assert sorted(load_positions(str(tmp_path / STARTS_FILE))) == sorted(LabelledPositions.load(tmp_path / DATASET_FILE).fens)
+    fens = LabelledPositions.load(tmp_path / DATASET_FILE).fens
+    assert sorted(load_positions(str(tmp_path / STARTS_FILE))) == sorted(fens)
     loaded = GRPO.load(tmp_path / MODEL_FILE, device="cpu")
     for fen in list(load_positions("builtin:eval"))[:10]:
         board = chess.Board(fen)
