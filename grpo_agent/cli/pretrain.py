@@ -13,7 +13,7 @@ from rich.table import Table
 
 from grpo_agent.cli.config import ConfigError, load_config
 from grpo_agent.evaluation import PRESETS, EvalConfig, Evaluator, format_eval_rows, load_model, write_artifacts
-from grpo_agent.pretrain import run_pretrain
+from grpo_agent.pretrain import STARTS_FILE, run_pretrain
 
 
 def run_pretrain_command(args: argparse.Namespace) -> int:
@@ -46,7 +46,8 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         for row in format_eval_rows(report):
             table.add_row(*row)
         Console(width=None if sys.stdout.isatty() else 120).print(table)
-    print(f"pretrained model: {path}  (grpo-chess train --config ... --init {path})")
+    print(f"pretrained model: {path}  (grpo-chess train --config ... --init {path}; its GRPO start positions, "
+          f"for a config whose env.start_positions is 'pretrain': --set env.start_positions={run_dir / STARTS_FILE})")
     return 0
 
 
