@@ -46,6 +46,10 @@ METHODS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
         group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
         advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0),
         sample_without_replacement=True)),
+    # moves_d1 at the learning rate where the ablation's move-group cells (training positions) kept their entropy.
+    "moves_d1_lr3e-4": ({"reward_depth": 1}, "grpo", dict(
+        group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=3e-4,
+        advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
     # Today's trajectory-group default recipe (configs/default.yaml before move groups).
     "games": ({"reward_depth": 1}, "grpo", dict(
         group_mode="games", group_size=8, horizon=16, n_epochs=2, batch_size=256, learning_rate=1e-3,
