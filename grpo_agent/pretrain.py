@@ -214,7 +214,7 @@ class _Batches:
         self.offsets, self.counts = data.offsets, data.counts
         self.actions = data.actions.astype(np.int64)
         self.targets, self.top = targets, data.top()
-        self.weights = np.where(np.maximum.reduceat(data.mates, data.offsets[:-1]) > 0, mate_weight, 1.0)
+        self.weights = np.where(data.mating(), mate_weight, 1.0)
         self.device = device
 
     def __call__(self, idx: np.ndarray) -> Batch:

@@ -88,6 +88,10 @@ class LabelledPositions:
         """Per move: the maximum of ``per_move`` over the moves of its position."""
         return np.repeat(np.maximum.reduceat(per_move, self.offsets[:-1]), self.counts)
 
+    def mating(self) -> np.ndarray:
+        """Per position: True where the mover has a forced mate."""
+        return np.maximum.reduceat(self.mates, self.offsets[:-1]) > 0
+
     def ranks(self) -> np.ndarray:
         """Per move: a float that orders the moves as the engine does (see the module docstring)."""
         mates = self.mates.astype(np.float64)
@@ -297,7 +301,7 @@ def grpo_starts(data: LabelledPositions, seed: int, others: int = 1000) -> list[
     The warm start learnt to mate from a few percent of such positions; GRPO games that start only from the
     opening walks almost never reach one, and forget it (measured in ``benchmarks/results/finetune.md``).
     """
-    mate = np.maximum.reduceat(data.mates, data.offsets[:-1]) > 0
+    mate = data.mating()
     rest = np.flatnonzero(~mate)
     drawn = np.random.default_rng([seed, 3]).choice(rest, min(len(rest), max(others, int(mate.sum()))), replace=False)
     return [str(fen) for fen in data.fens[np.concatenate([np.flatnonzero(mate), np.sort(drawn)])]]
