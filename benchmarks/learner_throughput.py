@@ -20,6 +20,13 @@ A sample is one position through the network, forward and backward, per epoch: t
 ratio of learner cost per position trained. With ``kl_coef = 0`` GRPO still runs the reference on one
 minibatch per update (``train/kl_ref`` is a collapse signal); PPO computes values.
 
+**Pretraining steps** (``pretrain_steps_per_s``): :func:`grpo_agent.pretrain.fit`'s step (a minibatch of
+``batch_size`` labelled positions, the cross-entropy, backward, AdamW) on the same network, built from the
+project's :class:`~grpo_agent.pretrain._Batches` (each position's legal moves as the columns: ``legal``) and,
+alternately, from the 4672-wide dense rows the project used before (``dense``, kept here as the baseline that
+shows what the columns save), on 1,024 built-in positions with synthetic labels (a step's cost does not depend
+on the label values).
+
 **Rollout forward pass.** ``sample_policy`` (the collectors' one call per vector step) on 64 positions, with 1
 and 2 torch threads, under ``torch.no_grad`` (what the collectors use) and ``torch.inference_mode``, and with
 the network and the observations in ``channels_last`` memory format.
@@ -148,6 +155,68 @@ def time_forward(cfg: dict[str, Any], threads: int, repeats: int) -> dict[str, f
     return {name: 1000 * seconds for name, seconds in best.items()}
 
 
+def time_pretrain(cfg: dict[str, Any], threads: int, rounds: int) -> dict[str, float]:
+    """Positions/s of a pretraining step, over the legal-move columns and over dense 4672-wide rows."""
+    import chess
+    import numpy as np
+    import torch
+
+    from chess_env import load_positions
+    from chess_env.encoding import N_ACTIONS, legal_actions
+    from grpo_agent.grpo import GRPO
+    from grpo_agent.pretrain import _Batches, pretrain_loss
+    from grpo_agent.pretrain_data import LabelledPositions
+
+    torch.set_num_threads(threads)
+    fens = list(load_positions("builtin"))[: 4 * cfg["batch_size"]]
+    moves = [legal_actions(chess.Board(fen)) for fen in fens]
+    actions = np.concatenate(moves).astype(np.int16)
+    rng = np.random.default_rng(0)
+    data = LabelledPositions(
+        fens=np.array(fens), offsets=np.concatenate([[0], np.cumsum([len(m) for m in moves])]), actions=actions,
+        values=rng.uniform(-1, 1, len(actions)).astype(np.float32), mates=np.zeros(len(actions), np.int16),
+        walks=np.arange(len(fens), dtype=np.int32))
+    targets = rng.dirichlet(np.ones(len(actions)))  # any distribution over a row's moves costs the same
+    batches = _Batches(data, targets.astype(np.float32), 1.0, torch.device("cpu"))
+    env = make_env(1, 1)
+    model = GRPO("ChessResNetPolicy", env, group_size=1, device="cpu",
+                 policy_kwargs={"features_extractor_kwargs": {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}})
+    env.close()
+    policy = model.policy
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+
+    def dense(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of the rows spread over all 4672 actions (the layout before the legal-move columns)."""
+        batch = batches(idx)
+        rows, cols = batch.masks.nonzero(as_tuple=True)[0], batch.legal[batch.masks]
+        masks = torch.zeros((len(idx), N_ACTIONS), dtype=torch.bool)
+        masks[rows, cols] = True
+        q = torch.zeros((len(idx), N_ACTIONS))
+        q[rows, cols] = batch.targets[batch.masks]
+        log_pi, _ = policy.log_probs(batch.obs, masks)
+        return -(q * log_pi).sum(dim=1), batch.weights
+
+    def columns(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = batches(idx)
+        return pretrain_loss(policy, batch)[0], batch.weights
+
+    def steps(loss_of: Callable[[np.ndarray], tuple[Any, Any]]) -> float:
+        policy.set_training_mode(True)
+        start = time.perf_counter()
+        for i in range(0, len(fens), cfg["batch_size"]):
+            loss, weights = loss_of(np.arange(i, i + cfg["batch_size"]))
+            optimizer.zero_grad()
+            ((weights * loss).sum() / weights.sum()).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    best = {"legal_columns": float("inf"), "dense": float("inf")}
+    for _ in range(rounds + 1):  # the first round warms up
+        for name, loss_of in (("legal_columns", columns), ("dense", dense)):
+            best[name] = min(best[name], steps(loss_of))
+    return {f"{name}_positions_per_s": len(fens) / seconds for name, seconds in best.items()}
+
+
 def _in(context: contextlib.AbstractContextManager, call: Callable[[], Any]) -> Any:
     with context:
         return call()
@@ -187,18 +256,21 @@ def main(argv: list[str] | None = None) -> int:
         for threads in args.threads:
             updates = time_updates(cfg, ALGOS, threads, 1 if args.quick else args.rounds)
             forward = time_forward(cfg, threads, 3 if args.quick else 40)
+            pretrain = time_pretrain(cfg, threads, 1 if args.quick else args.rounds)
             ppo = updates["maskable_ppo"]
             ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_s"] / ppo["samples_per_s"] for algo in ALGOS[:-1]}
             cpu_ratios = {f"{algo}_over_ppo": updates[algo]["samples_per_cpu_s"] / ppo["samples_per_cpu_s"]
                           for algo in ALGOS[:-1]}
             report["rows"].append({"config": name, **cfg, "threads": threads, "updates": updates,
-                                   "ratios": ratios, "cpu_ratios": cpu_ratios, "rollout_forward_ms": forward})
+                                   "ratios": ratios, "cpu_ratios": cpu_ratios, "rollout_forward_ms": forward,
+                                   "pretrain_steps_per_s": pretrain})
             print(f"{name} threads={threads}: " + ", ".join(
                 f"{algo} {u['samples_per_s']:.0f} samples/s" for algo, u in updates.items())
                 + f" | grpo_moves {updates['grpo_moves']['candidates_per_s']:.0f} candidates/s"
                 + " | ratios " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
                 + " | by CPU time " + ", ".join(f"{v:.2f}" for v in cpu_ratios.values())
-                + " | rollout forward ms " + ", ".join(f"{k} {v:.2f}" for k, v in forward.items()), flush=True)
+                + " | rollout forward ms " + ", ".join(f"{k} {v:.2f}" for k, v in forward.items())
+                + " | pretrain positions/s " + ", ".join(f"{k} {v:.0f}" for k, v in pretrain.items()), flush=True)
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -35,9 +35,54 @@ class GroupRolloutBufferSamples(NamedTuple):
     #: True for plies sampled from a noised distribution (first-ply Dirichlet noise): their ``old_log_prob`` is
     #: that of the mixture actually sampled, so their importance ratio is not 1 even before any update
     noisy: th.Tensor
-    #: ``(n, A)`` the KL reference's log-probabilities of the positions, when the buffer holds them
-    #: (:meth:`ReferenceLogProbs.compute_reference`); None: the loss runs the reference itself
+    #: ``(n, L)`` the KL reference's log-probabilities of the positions over their ``legal_actions`` columns,
+    #: when the buffer holds them (:meth:`ReferenceLogProbs.compute_reference`); None: the loss runs the reference
     ref_log_prob: th.Tensor | None = None
+    #: ``(n, L)`` int64: each position's legal moves, ascending, padded (:func:`legal_columns`); the loss works
+    #: on these columns only
+    legal_actions: th.Tensor | None = None
+    #: ``(n, L)`` bool: False on the padding of ``legal_actions``
+    legal_mask: th.Tensor | None = None
+    #: ``actions``' shape, int64: the column of ``legal_actions`` holding each action (0 for padded candidates)
+    action_slots: th.Tensor | None = None
+
+
+def legal_columns(
+    masks: np.ndarray, actions: np.ndarray, real: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each position's legal moves as a short padded row, and where its ``actions`` sit in that row.
+
+    A position has 20-40 legal moves of the 4672 actions; the learner's softmax, entropy and KL need only those
+    (an illegal move's probability is exactly 0), so the update reads the policy's logits at these columns
+    (:meth:`~grpo_agent.policies.GRPOPolicy.masked_logits`). A position's row depends on the position alone (its
+    legal moves in ascending order), not on the other positions of the batch, which only set the padding ``L``.
+
+    :param masks: ``(n, A)`` bool legal-move masks
+    :param actions: ``(n,)`` or ``(n, K)`` chosen actions, each legal in its row
+    :param real: ``actions``' shape, bool: the entries that are actions (False: padding, slot 0); default all
+    :return: ``legal`` ``(n, L)`` int64 (padding: 0), ``legal_mask`` ``(n, L)`` bool and ``slots`` (``actions``'
+        shape, int64) with ``legal[i, slots[i, k]] == actions[i, k]``; ``L`` is the most legal moves of a row
+        (at least 1)
+    :raises ValueError: a real action that its row's mask does not allow
+    """
+    n, width = masks.shape
+    rows, cols = np.nonzero(masks)  # row-major: ascending rows, ascending columns within a row
+    counts = np.bincount(rows, minlength=n)
+    starts = np.cumsum(counts) - counts
+    legal_mask = np.arange(max(int(counts.max(initial=0)), 1)) < counts[:, None]
+    legal = np.zeros(legal_mask.shape, dtype=np.int64)
+    legal[legal_mask] = cols
+    acts = np.asarray(actions, dtype=np.int64).reshape(n, -1)
+    real_ = np.ones(acts.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool).reshape(acts.shape)
+    # The flat keys row * A + column are sorted, so one search finds every action's column.
+    keys = rows.astype(np.int64) * width + cols
+    found = np.searchsorted(keys, np.arange(n)[:, None] * width + acts)
+    slots = np.where(real_, found - starts[:, None], 0)
+    ok = (found < len(keys)) & (keys[np.minimum(found, len(keys) - 1)] == np.arange(n)[:, None] * width + acts)
+    if not ok[real_].all():
+        i, k = np.argwhere(real_ & ~ok)[0]
+        raise ValueError(f"action {acts[i, k]} of row {i} is not legal in its mask")
+    return legal, legal_mask, slots.reshape(np.shape(actions))
 
 
 class ReferenceLogProbs:
@@ -45,31 +90,48 @@ class ReferenceLogProbs:
 
     The reference does not change during an update, so with ``n_epochs > 1`` every epoch after the first would
     repeat the same forward pass; TRL's trainers likewise compute the reference's log-probabilities once per batch
-    of generations, before their optimisation epochs. The rows are float32 ``(positions, A)`` (about 19 MB for
-    1024 positions), dropped at the next ``reset()``.
+    of generations, before their optimisation epochs. The rows are float32 ``(positions, L)`` over each position's
+    legal moves (:func:`legal_columns`; ``L`` the most legal moves of a trained position, so about 0.2 MB for 1024
+    positions rather than the 19 MB of all 4672 actions), dropped at the next ``reset()``.
     """
 
     ref_log_probs: np.ndarray | None = None
 
     def compute_reference(self, ref_policy: th.nn.Module, temperature: float, batch_size: int) -> None:
-        """Store ``ref_policy.log_probs`` (at the rollout ``temperature``) of every trained position, in forward
-        passes of ``batch_size``; later samples carry them as ``ref_log_prob``."""
+        """Store ``ref_policy.log_probs`` (at the rollout ``temperature``) of every trained position over its legal
+        moves, in forward passes of ``batch_size``; later samples carry them as ``ref_log_prob``."""
         indices = self.trained_indices()  # type: ignore[attr-defined]
-        rows = np.zeros((self.trained.size, int(self.action_space.n)), dtype=np.float32)  # type: ignore[attr-defined]
         self.ref_log_probs = None
+        rows = None
         for start in range(0, len(indices), batch_size):
             batch = indices[start : start + batch_size]
             data = self._get_samples(batch)  # type: ignore[attr-defined]
             with th.no_grad():
                 log_p, _ = ref_policy.log_probs(  # type: ignore[operator]
-                    data.observations, data.action_masks, temperature)
-            rows[batch] = log_p.cpu().numpy()
+                    data.observations, data.legal_mask, temperature, legal_actions=data.legal_actions)
+            if rows is None:
+                # A position's columns are its own (padding only widens a row): the widest trained row bounds all.
+                masks = self.action_masks.reshape(-1, self.action_masks.shape[-1])  # type: ignore[attr-defined]
+                rows = np.zeros((masks.shape[0], max(int(masks[indices].sum(axis=1).max()), 1)), dtype=np.float32)
+            rows[batch, : log_p.shape[1]] = log_p.cpu().numpy()
         self.ref_log_probs = rows
 
-    def _reference_of(self, batch_inds: np.ndarray) -> th.Tensor | None:
+    def _reference_of(self, batch_inds: np.ndarray, width: int) -> th.Tensor | None:
         if self.ref_log_probs is None:
             return None
-        return th.as_tensor(self.ref_log_probs[batch_inds], device=self.device)  # type: ignore[attr-defined]
+        return th.as_tensor(self.ref_log_probs[batch_inds, :width], device=self.device)  # type: ignore[attr-defined]
+
+    def _with_legal_columns(self, samples: GroupRolloutBufferSamples, masks: np.ndarray, actions: np.ndarray,
+                            real: np.ndarray | None, batch_inds: np.ndarray) -> GroupRolloutBufferSamples:
+        """``samples`` with the legal-move columns of :func:`legal_columns` and the reference's rows over them."""
+        legal, legal_mask, slots = legal_columns(masks, actions, real)
+        device = self.device  # type: ignore[attr-defined]
+        return samples._replace(
+            ref_log_prob=self._reference_of(batch_inds, legal.shape[1]),
+            legal_actions=th.as_tensor(legal, device=device),
+            legal_mask=th.as_tensor(legal_mask, device=device),
+            action_slots=th.as_tensor(slots, device=device),
+        )
 
 
 class GroupRolloutBuffer(ReferenceLogProbs, BaseBuffer):
@@ -331,18 +393,20 @@ class GroupRolloutBuffer(ReferenceLogProbs, BaseBuffer):
     def _get_samples(self, batch_inds: np.ndarray, env=None) -> GroupRolloutBufferSamples:  # type: ignore[override]
         flat = lambda x: x.reshape(-1, *x.shape[3:])[batch_inds]  # noqa: E731
         n = len(batch_inds)
-        return GroupRolloutBufferSamples(
+        masks, actions = flat(self.action_masks), flat(self.actions)
+        samples = GroupRolloutBufferSamples(
             observations=self.to_torch(flat(self.observations)),
-            actions=self.to_torch(flat(self.actions)),
+            actions=self.to_torch(actions),
             old_values=th.zeros(n, device=self.device),
             old_log_prob=self.to_torch(flat(self.log_probs)),
             advantages=self.to_torch(flat(self.advantages)),
             returns=self.to_torch(flat(self.returns)),
-            action_masks=th.as_tensor(flat(self.action_masks), device=self.device),
+            action_masks=th.as_tensor(masks, device=self.device),
             weights=self.to_torch(flat(self.weights)),
             noisy=th.as_tensor(flat(self.noisy), device=self.device),
-            ref_log_prob=self._reference_of(batch_inds),
         )
+        # Pads (finished games) hold whatever the env returned; only played plies must be legal in their masks.
+        return self._with_legal_columns(samples, masks, actions, flat(self.valid), batch_inds)
 
 
 class MoveGroupBuffer(ReferenceLogProbs, BaseBuffer):
@@ -505,18 +569,19 @@ class MoveGroupBuffer(ReferenceLogProbs, BaseBuffer):
         k = max(int(self.candidates[batch_inds].sum(axis=1).max()), 1) if len(batch_inds) else 1
         cols = (batch_inds, slice(0, k))
         n = len(batch_inds)
-        return GroupRolloutBufferSamples(
+        masks, actions = self.action_masks[batch_inds], self.actions[cols]
+        samples = GroupRolloutBufferSamples(
             observations=self.to_torch(self.observations[batch_inds]),
-            actions=self.to_torch(self.actions[cols]),
+            actions=self.to_torch(actions),
             old_values=th.zeros(n, device=self.device),
             old_log_prob=self.to_torch(self.log_probs[cols]),
             advantages=self.to_torch(self.advantages[cols]),
             returns=self.to_torch(self.values[cols]),
-            action_masks=th.as_tensor(self.action_masks[batch_inds], device=self.device),
+            action_masks=th.as_tensor(masks, device=self.device),
             weights=self.to_torch(self.weights[cols]),
             noisy=th.as_tensor(self.noisy[batch_inds], device=self.device),
-            ref_log_prob=self._reference_of(batch_inds),
         )
+        return self._with_legal_columns(samples, masks, actions, self.candidates[cols], batch_inds)
 
 
 def _pack(fields: dict[str, np.ndarray], pos: int) -> dict[str, np.ndarray | int]:

@@ -32,10 +32,11 @@ def kl_to_reference(
     grad KL(pi_ref || pi)``, the reverse KL. Both vanish at ``pi = pi_ref``; away from it the reverse KL pulls
     hardest where the reference has mass the policy lacks.
 
-    :param log_p: ``(N, A)`` normalized log-probabilities of the policy (with gradient)
+    :param log_p: ``(N, A)`` normalized log-probabilities of the policy (with gradient), over all actions or over
+        each position's legal-move columns (``A = L``)
     :param probs: ``(N, A)`` its probabilities, ``log_p.exp()`` (:meth:`GRPOPolicy.log_probs` gives both)
-    :param ref_log_p: ``(N, A)`` those of the reference, at the same temperature
-    :param actions: ``(N, K)`` the sampled moves; :param weights: ``(N, K)`` their loss weights
+    :param ref_log_p: ``(N, A)`` those of the reference, at the same temperature, over the same columns
+    :param actions: ``(N, K)`` the sampled moves' columns; :param weights: ``(N, K)`` their loss weights
     """
     if estimator == "exact":
         return (probs * (log_p - ref_log_p)).sum(dim=1)
@@ -99,7 +100,9 @@ def minibatch_loss(
     its statistics.
 
     The samples' action-shaped fields may be ``(n,)`` (one ply per sample) or ``(n, K)`` (``K`` candidates of one
-    position); every candidate's log-probability comes from the position's one masked softmax. The drift
+    position); every candidate's log-probability comes from the position's one masked softmax, taken over the
+    position's legal moves only (``data.legal_actions``: the same numbers as over all 4672 actions, to float
+    rounding, at a fraction of the cost). The drift
     statistics (``approx_kl``, clip fractions, ESS, ``ratio_dev``) judge only the samples whose stored
     log-probability is the policy's own, not those drawn from the Dirichlet mixture.
 
@@ -111,18 +114,20 @@ def minibatch_loss(
         has no KL term): ``kl_ref`` is the plain mean over positions of :func:`kl_to_reference` with every sample
         weighted 1, without gradient
     """
-    actions = data.actions.long().reshape(len(data.actions), -1)
-    log_p, probs = policy.log_probs(data.observations, data.action_masks, temperature)
+    # Every action-axis tensor below is over each position's legal moves only (``data.legal_actions``).
+    actions = data.action_slots.reshape(len(data.actions), -1)
+    legal = data.legal_actions
+    log_p, probs = policy.log_probs(data.observations, data.legal_mask, temperature, legal_actions=legal)
     log_prob = log_p.gather(1, actions)
     old_log_prob, advantages, weights = (x.reshape(actions.shape) for x in (data.old_log_prob, data.advantages, data.weights))
-    entropy = masked_entropy(log_p, probs, data.action_masks)
+    entropy = masked_entropy(log_p, probs, data.legal_mask)
     kl = th.zeros_like(entropy)
     watched: float | None = None
     if ref_policy is not None:
         ref_log_p = data.ref_log_prob
         if ref_log_p is None:
             with th.no_grad():
-                ref_log_p, _ = ref_policy.log_probs(data.observations, data.action_masks, temperature)
+                ref_log_p, _ = ref_policy.log_probs(data.observations, data.legal_mask, temperature, legal_actions=legal)
         if kl_in_loss:
             kl = kl_to_reference(kl_estimator, log_p, probs, ref_log_p, actions, weights)
         else:
@@ -139,5 +144,5 @@ def minibatch_loss(
         stats["kl_ref"] = watched
     judged = (weights > 0) & ~data.noisy.reshape(len(actions), -1).expand_as(weights)
     stats.update(drift_statistics(log_prob - old_log_prob, advantages, coefs["clip_range"], coefs["clip_range_high"], judged))
-    stats["entropy_norm"] = normalized_entropy(entropy, data.action_masks.sum(dim=1))
+    stats["entropy_norm"] = normalized_entropy(entropy, data.legal_mask.sum(dim=1))
     return loss, stats

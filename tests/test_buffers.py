@@ -5,7 +5,7 @@ import pytest
 from gymnasium import spaces
 from sb3_contrib.common.maskable.buffers import MaskableRolloutBufferSamples
 
-from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples
+from grpo_agent.buffers import GroupRolloutBuffer, GroupRolloutBufferSamples, legal_columns
 
 OBS = spaces.Box(0.0, 1.0, (2, 8, 8), np.float32)
 ACT = spaces.Discrete(10)
@@ -17,11 +17,12 @@ def filled_buffer(aggregation="token"):
     for t in range(3):
         valid = np.array([True, True, True, t == 0])
         obs = np.full((4, 2, 8, 8), t, dtype=np.float32)
+        actions = np.arange(4) + 3 * t
         masks = np.zeros((4, 10), dtype=bool)
-        masks[:, t] = True
+        masks[:, t] = masks[np.arange(4), actions] = True
         buf.add(
             obs,
-            np.arange(4) + 10 * t,
+            actions,
             np.array([1.0, 2.0, 3.0, 4.0]) * (t + 1),
             valid,
             np.full(4, -0.5),
@@ -38,7 +39,7 @@ def test_layout_is_groups_by_trajectories_by_plies():
     assert buf.rewards.shape == (2, 2, 3)
     assert buf.action_masks.shape == (2, 2, 3, 10) and buf.action_masks.dtype == bool
     # env i is trajectory i % G of group i // G
-    assert buf.actions[1, 0, 2] == 2 + 20
+    assert buf.actions[1, 0, 2] == 2 + 6
     assert buf.valid[1, 1].tolist() == [True, False, False]
     assert buf.rewards[1, 1, 1] == 0.0  # a pad's reward is zeroed on add
 
@@ -48,7 +49,7 @@ def test_only_trained_plies_are_sampled():
     samples = list(buf.get(batch_size=2))
     actions = np.sort(np.concatenate([s.actions.numpy() for s in samples]))
     # trained: plies 0 and 2 of every env, except env 3 that was a pad at ply 2
-    assert actions.tolist() == sorted([0, 1, 2, 3, 20, 21, 22])
+    assert actions.tolist() == sorted([0, 1, 2, 3, 6, 7, 8])
     assert [len(s.actions) for s in samples] == [2, 2, 2, 1]
 
 
@@ -96,3 +97,35 @@ def test_errors_name_values():
         buf.add(np.zeros((2, 2, 8, 8)), [0] * 2, [0.0] * 2, [True] * 2, [0.0] * 2, np.ones((2, 10), bool))
     with pytest.raises(ValueError, match="sum"):
         buf.compute_advantages(loss_aggregation="sum")
+
+
+def test_legal_columns_against_the_masks():
+    """Each row's legal moves ascending, padded; every action found at its column; an illegal action refused."""
+    rng = np.random.default_rng(0)
+    masks = rng.random((50, 300)) < 0.1
+    masks[7] = False
+    masks[7, 299] = True  # a row with one legal move, the last column
+    actions = np.stack([rng.choice(np.flatnonzero(row), 4) for row in masks])
+    real = rng.random(actions.shape) < 0.8
+    legal, legal_mask, slots = legal_columns(masks, actions, real)
+    assert legal.shape == legal_mask.shape == (50, masks.sum(axis=1).max())
+    for row, cols, keep in zip(masks, legal, legal_mask):
+        assert cols[keep].tolist() == np.flatnonzero(row).tolist() and (cols[~keep] == 0).all()
+    np.testing.assert_array_equal(np.take_along_axis(legal, slots, axis=1)[real], actions[real])
+    assert (slots[~real] == 0).all()
+    # (n,) actions keep their shape; pads (real False) may be anything
+    one, _, one_slots = legal_columns(masks, actions[:, 0])
+    assert one_slots.shape == (50,) and (one[np.arange(50), one_slots] == actions[:, 0]).all()
+    bad = actions.copy()
+    bad[3, 1] = np.flatnonzero(~masks[3])[0]
+    with pytest.raises(ValueError, match=f"action {bad[3, 1]} of row 3 is not legal"):
+        legal_columns(masks, bad)
+    legal_columns(masks, bad, real=np.broadcast_to(np.arange(4) != 1, bad.shape))  # not a real action there: accepted
+
+
+def test_samples_carry_legal_columns():
+    """The loss's columns: the sampled action sits at its slot of its position's legal moves."""
+    for s in filled_buffer().get(batch_size=3):
+        legal = s.legal_actions.numpy()
+        assert (legal[np.arange(len(legal)), s.action_slots.numpy()] == s.actions.numpy()).all()
+        np.testing.assert_array_equal(s.legal_mask.numpy().sum(axis=1), s.action_masks.numpy().sum(axis=1))

@@ -170,7 +170,9 @@ def test_reference_forward_passes_per_update(kl_coef):
     minibatches = 2 * -(-int(buffer.trained.sum()) // 8)
     assert calls == {"policy": minibatches, "ref": minibatches // 2 if kl_coef > 0 else 1}
     if kl_coef == 0:
-        assert model.last_train_stats["kl_ref"] == pytest.approx(expected, rel=1e-5)
+        # The update's KL is over each position's legal-move columns, this oracle's over all 4672 actions: the
+        # same sum to float32 rounding (a KL of 4e-3 is a small difference of large log-probabilities).
+        assert model.last_train_stats["kl_ref"] == pytest.approx(expected, rel=1e-4)
     model.env.close()
 
 

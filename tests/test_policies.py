@@ -6,6 +6,7 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
+from grpo_agent.buffers import legal_columns
 from grpo_agent.policies import ChessResNet, ChessResNetPolicy, ConvPolicyHead, GRPOPolicy, MlpPolicy, masked_entropy
 
 OBS = spaces.Box(0.0, 1.0, (21, 8, 8), np.float32)
@@ -94,6 +95,34 @@ def test_log_probs_equal_sb3_contribs_masked_distribution():
                                 policy.action_net.net[-1].bias)[0]
         theirs = th.autograd.grad((reference.log_prob(actions).sum() + reference.entropy().sum()),
                                   policy.action_net.net[-1].bias)[0]
+        th.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_log_probs_over_legal_columns_equal_the_full_softmax():
+    """The update's path (the logits at each position's legal moves only, :func:`legal_columns`) against the
+    softmax over all actions: the same log-probabilities, entropy and gradients, the padding at probability 0."""
+    policy = make()
+    rng = np.random.default_rng(5)
+    obs = th.as_tensor(rng.random((6, 21, 8, 8), dtype=np.float32))
+    masks = random_masks(rng, 6, k=25)
+    masks[2] = False
+    masks[2, [0, 4671]] = True  # a row much shorter than the others: padded
+    actions = np.stack([np.flatnonzero(m)[[0, -1]] for m in masks])
+    legal, legal_mask, slots = legal_columns(masks, actions)
+    legal, legal_mask, slots = (th.as_tensor(x) for x in (legal, legal_mask, slots))
+    with th.no_grad():
+        policy.action_net.net[-1].bias.data.normal_(std=3.0)
+    for temperature in (1.0, 0.4):
+        full_log_p, full_probs = policy.log_probs(obs, th.as_tensor(masks), temperature)
+        log_p, probs = policy.log_probs(obs, legal_mask, temperature, legal_actions=legal)
+        th.testing.assert_close(log_p[legal_mask], full_log_p.gather(1, legal)[legal_mask], rtol=1e-5, atol=1e-6)
+        assert (probs[~legal_mask] == 0).all() and th.allclose(probs.sum(dim=1), th.ones(6))
+        entropy = masked_entropy(log_p, probs, legal_mask)
+        full_entropy = masked_entropy(full_log_p, full_probs, th.as_tensor(masks))
+        th.testing.assert_close(entropy, full_entropy, rtol=1e-5, atol=1e-6)
+        bias = policy.action_net.net[-1].bias
+        ours = th.autograd.grad(log_p.gather(1, slots).sum() + entropy.sum(), bias)[0]
+        theirs = th.autograd.grad(full_log_p.gather(1, th.as_tensor(actions)).sum() + full_entropy.sum(), bias)[0]
         th.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 

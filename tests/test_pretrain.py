@@ -103,15 +103,16 @@ def test_soft_targets_follow_the_values_and_sum_to_one_over_the_legal_moves():
                 np.testing.assert_array_equal(np.argsort(q_i, kind="stable"), np.argsort(values, kind="stable"))
             else:
                 assert np.count_nonzero(q_i) == 1
-    # dense minibatch rows: the targets live on the legal moves only
+    # minibatch rows over the legal moves: each row's real columns are exactly its position's legal moves
     batches = _Batches(data, move_targets(data, "soft", 0.1), 1.0, th.device("cpu"))
-    obs, masks, targets, top, weights = batches(np.array([4, 1, 3]))
+    obs, masks, targets, top, weights, legal = batches(np.array([4, 1, 3]))
     assert weights.tolist() == [1.0, 1.0, 1.0]
+    assert masks.shape == legal.shape == (3, max(data.counts[[4, 1, 3]]))
     for row, i in enumerate((4, 1, 3)):
         board = chess.Board(data.fens[i])
-        np.testing.assert_array_equal(masks[row].numpy(), legal_action_mask(board))
+        assert sorted(legal[row][masks[row]].tolist()) == np.flatnonzero(legal_action_mask(board)).tolist()
         np.testing.assert_array_equal(obs[row].numpy(), observation(board))
-        assert targets[row][~masks[row]].abs().sum() == 0
+        assert targets[row][~masks[row]].abs().sum() == 0 and not top[row][~masks[row]].any()
         assert targets[row].sum().item() == pytest.approx(1.0, abs=1e-5)
         assert top[row].any() and (targets[row][top[row]] == targets[row].max()).all()
 
