@@ -14,6 +14,9 @@ policy head (MaskablePPO adds its critic, one hidden layer of 64 on the shared t
   and backward pass per position serves its K candidates, so it is reported per position and per candidate;
 * ``grpo_games_kl``, ``grpo_moves_kl``: the same with ``make train``'s KL penalty to the reference
   (``kl_coef = 0.3``, ``kl_estimator = "exact"``): one more forward pass, of the reference, per minibatch;
+* ``grpo_games_dense``, ``grpo_moves_dense``: ``grpo_games`` and ``grpo_moves`` with the update of before the
+  legal-move columns (softmax, entropy and gradients over all 4672 actions): the baseline, in the same process
+  and rounds, of what :func:`grpo_agent.buffers.legal_columns` saves;
 * ``maskable_ppo``: sb3-contrib's MaskablePPO, ``n_steps = 16``, ``gamma = 0``.
 
 A sample is one position through the network, forward and backward, per epoch: the ratio of samples/s is the
@@ -75,7 +78,7 @@ def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int
         return model, samples, samples
     from grpo_agent.grpo import GRPO
 
-    mode = algo.removeprefix("grpo_").removesuffix("_kl")
+    mode = algo.removeprefix("grpo_").removesuffix("_kl").removesuffix("_dense")
     extra = {"train_plies": "both"} if mode == "games" else {}
     if algo.endswith("_kl"):
         extra.update(KL)
@@ -83,6 +86,11 @@ def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int
                  policy_kwargs={"features_extractor_kwargs": net}, seed=0, device="cpu", **shared, **extra)
     model.learn(timesteps)
     buf = model.rollout_buffer
+    if algo.endswith("_dense"):
+        # The update as it was before the legal-move columns: every minibatch's softmax, entropy and gradients
+        # over all 4672 actions (``legal_actions=None`` is the policy's full masked path).
+        buf._with_legal_columns = lambda samples, *_: samples._replace(  # type: ignore[method-assign]
+            legal_actions=None, legal_mask=samples.action_masks, action_slots=samples.actions.long())
     if mode == "games":
         samples = lambda: int((buf.trained & buf.valid).sum()) * model.n_epochs  # noqa: E731
         return model, samples, samples
@@ -230,7 +238,8 @@ CONFIGS = {
     "laptop": {"n_blocks": 2, "channels": 32, "batch_size": 128, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                "group_size": 8},
 }
-ALGOS = ("grpo_games", "grpo_moves", "grpo_games_kl", "grpo_moves_kl", "maskable_ppo")  # PPO last: the ratios' base
+ALGOS = ("grpo_games", "grpo_moves", "grpo_games_kl", "grpo_moves_kl", "grpo_games_dense", "grpo_moves_dense",
+         "maskable_ppo")  # PPO last: the ratios' base
 #: configs/default.yaml's KL penalty
 KL = {"kl_coef": 0.3, "kl_estimator": "exact"}
 
