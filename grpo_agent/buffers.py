@@ -75,10 +75,10 @@ def legal_columns(
     acts = np.asarray(actions, dtype=np.int64).reshape(n, -1)
     real_ = np.ones(acts.shape, dtype=bool) if real is None else np.asarray(real, dtype=bool).reshape(acts.shape)
     # The flat keys row * A + column are sorted, so one search finds every action's column.
-    keys = rows.astype(np.int64) * width + cols
-    found = np.searchsorted(keys, np.arange(n)[:, None] * width + acts)
+    keys, wanted = rows.astype(np.int64) * width + cols, np.arange(n)[:, None] * width + acts
+    found = np.searchsorted(keys, wanted)
     slots = np.where(real_, found - starts[:, None], 0)
-    ok = (found < len(keys)) & (keys[np.minimum(found, len(keys) - 1)] == np.arange(n)[:, None] * width + acts)
+    ok = keys[np.minimum(found, len(keys) - 1)] == wanted if len(keys) else np.zeros(acts.shape, dtype=bool)
     if not ok[real_].all():
         i, k = np.argwhere(real_ & ~ok)[0]
         raise ValueError(f"action {acts[i, k]} of row {i} is not legal in its mask")

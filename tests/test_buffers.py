@@ -121,6 +121,11 @@ def test_legal_columns_against_the_masks():
     with pytest.raises(ValueError, match=f"action {bad[3, 1]} of row 3 is not legal"):
         legal_columns(masks, bad)
     legal_columns(masks, bad, real=np.broadcast_to(np.arange(4) != 1, bad.shape))  # not a real action there: accepted
+    # no legal move anywhere (pads only): one padded column, every slot 0
+    legal, legal_mask, slots = legal_columns(np.zeros((3, 300), dtype=bool), np.ones(3, np.int64), np.zeros(3, bool))
+    assert legal.shape == (3, 1) and not legal_mask.any() and (slots == 0).all()
+    with pytest.raises(ValueError, match="action 1 of row 0 is not legal"):
+        legal_columns(np.zeros((3, 300), dtype=bool), np.ones(3, np.int64))
 
 
 def test_samples_carry_legal_columns():
