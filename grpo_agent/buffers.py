@@ -101,18 +101,16 @@ class ReferenceLogProbs:
         """Store ``ref_policy.log_probs`` (at the rollout ``temperature``) of every trained position over its legal
         moves, in forward passes of ``batch_size``; later samples carry them as ``ref_log_prob``."""
         indices = self.trained_indices()  # type: ignore[attr-defined]
+        masks = self.action_masks.reshape(-1, self.action_masks.shape[-1])  # type: ignore[attr-defined]
+        # A position's columns are its own (padding only widens a row): the widest trained row bounds all.
+        rows = np.zeros((len(masks), max(int(masks[indices].sum(axis=1).max(initial=0)), 1)), dtype=np.float32)
         self.ref_log_probs = None
-        rows = None
         for start in range(0, len(indices), batch_size):
             batch = indices[start : start + batch_size]
             data = self._get_samples(batch)  # type: ignore[attr-defined]
             with th.no_grad():
                 log_p, _ = ref_policy.log_probs(  # type: ignore[operator]
                     data.observations, data.legal_mask, temperature, legal_actions=data.legal_actions)
-            if rows is None:
-                # A position's columns are its own (padding only widens a row): the widest trained row bounds all.
-                masks = self.action_masks.reshape(-1, self.action_masks.shape[-1])  # type: ignore[attr-defined]
-                rows = np.zeros((masks.shape[0], max(int(masks[indices].sum(axis=1).max()), 1)), dtype=np.float32)
             rows[batch, : log_p.shape[1]] = log_p.cpu().numpy()
         self.ref_log_probs = rows
 

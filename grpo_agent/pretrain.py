@@ -222,10 +222,9 @@ class _Batches:
 
     def __call__(self, idx: np.ndarray) -> Batch:
         counts = self.counts[idx]
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
-        # The CSR entries of the chosen rows, in row order: each row's start, then 0..count-1.
-        flat = np.repeat(self.offsets[idx], counts) + np.arange(counts.sum()) - starts
-        rows, cols = np.repeat(np.arange(len(idx)), counts), np.arange(counts.sum()) - starts
+        # Each chosen row's entries, 0..count-1: their column in the batch and, from the row's offset, in the CSR.
+        cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows, flat = np.repeat(np.arange(len(idx)), counts), np.repeat(self.offsets[idx], counts) + cols
         width = max(int(counts.max(initial=0)), 1)
         columns = []
         for per_move, dtype in ((None, bool), (self.targets, np.float32), (self.top, bool), (self.actions, np.int64)):
