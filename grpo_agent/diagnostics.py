@@ -437,7 +437,10 @@ def drift_statistics(
     if lr.size == 0:
         nan = math.nan
         return dict(approx_kl=nan, clip_fraction_low=nan, clip_fraction_high=nan, ess=nan, ratio_dev=nan)
-    ratio = np.exp(lr)
+    # A collapsed policy can move a rare move's log-probability by hundreds of nats: its ratio is inf, and so are
+    # approx_kl and ratio_dev, which is what they should say (a target_kl stop reads it), without a warning.
+    with np.errstate(over="ignore"):
+        ratio = np.exp(lr)
     low, high = clip_fractions(ratio, adv, clip_low, clip_high)
     return {
         "approx_kl": float(np.mean((ratio - 1.0) - lr)),

@@ -2,6 +2,7 @@
 change every answer if they leaked into a count, a mean or a spread."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from grpo_agent.diagnostics import (
     action_agreement,
     action_agreement_per_ply,
     clip_fractions,
+    drift_statistics,
     effective_sample_size,
     frac_zero_std,
     group_spread,
@@ -183,6 +185,16 @@ def test_effective_sample_size_by_hand():
     assert effective_sample_size([1000.0, 1000.0]) == pytest.approx(1.0)  # no overflow
     assert effective_sample_size([0.0, LN2, 50.0], valid=[True, True, False]) == pytest.approx(0.9)
     assert effective_sample_size([0.0, -1000.0]) == pytest.approx(0.5)  # one sample carries the weight
+
+
+def test_drift_statistics_of_a_collapsed_policy_are_inf_without_a_warning():
+    # A rare move whose log-probability rose by 800 nats (all-move groups of a collapsing policy).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = drift_statistics(np.array([0.0, 800.0]), np.array([1.0, 1.0]), 0.2, 0.28)
+    assert stats["ratio_dev"] == math.inf and stats["approx_kl"] == math.inf
+    assert stats["clip_fraction_high"] == pytest.approx(0.5)
+    assert stats["ess"] == pytest.approx(0.5)
 
 
 def test_clip_fractions_by_hand():
