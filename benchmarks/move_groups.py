@@ -41,6 +41,15 @@ METHODS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "moves_d1": ({"reward_depth": 1}, "grpo", dict(
         group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
         advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
+    # Every legal move, valued by the same one depth-1 MultiPV search per position: the full-information group
+    # (the advantage of each move against the policy's expected value), weighted by the policy or uniformly.
+    "moves_all_d1": ({"reward_depth": 1}, "grpo", dict(
+        group_mode="moves", group_size="all", horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
+        advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0))),
+    "moves_all_d1_uniform": ({"reward_depth": 1}, "grpo", dict(
+        group_mode="moves", group_size="all", horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
+        advantage_scale="std", ent_coef=0.02, target_entropy=0.5, ent_coef_bounds=(0.005, 1.0),
+        all_moves_weighting="uniform")),
     # The same, candidates drawn without replacement (the ablation's move-group cells that kept their entropy).
     "moves_d1_wor": ({"reward_depth": 1}, "grpo", dict(
         group_mode="moves", group_size=8, horizon=8, n_epochs=1, batch_size=256, learning_rate=1e-3,
