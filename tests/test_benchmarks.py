@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import chess
 import pytest
 
 from benchmarks import ablation, common, compare_ppo
@@ -156,3 +157,15 @@ def test_train_throughput_times_learn_after_a_warm_up():
     row = train_throughput.measure("configs/smoke.yaml", 64)
     assert row["env_steps"] == 64  # 2 timed rollouts of 8 games x 4 plies, after the untimed one
     assert row["env_steps_per_s"] > 0 and 0 < row["learner_frac"] < 1
+
+
+def test_draws_reads_the_material_left_when_a_game_ended():
+    from benchmarks.draws import final_material
+
+    # White: king, queen, two pawns; Black: a bare king. 1. Qh5 Ka7.
+    start = "k7/8/8/8/8/8/PP6/K2Q4 w - - 0 1"
+    assert final_material(start, ["d1h5", "a8a7"], chess.WHITE) == (11, "K")
+    assert final_material(start, ["d1h5", "a8a7"], chess.BLACK) == (-11, "KPPQ")
+    # Captures count: 1. Qd7 Kb8 2. Qxb7+ Kxb7 leaves two bare kings.
+    start = "k7/1p6/8/8/8/8/8/K2Q4 w - - 0 1"
+    assert final_material(start, ["d1d7", "a8b8", "d7b7", "b8b7"], chess.WHITE) == (0, "K")

@@ -1,0 +1,88 @@
+"""How a policy's games against the random mover are drawn: the material on the board when each draw ended.
+
+Run: ``python -m benchmarks.draws MODEL.zip [MODEL.zip ...] [--games 40] [--out JSON]``.
+
+Each model plays ``--games`` games against the random mover (colours alternating, greedy moves, 200 plies: the
+games of :mod:`benchmarks.finetune`'s judge, the same openings and seeds) from the **tune** positions of
+:data:`benchmarks.pretrain_budget.TUNE_SPLIT`, never from ``builtin:eval``: this is a diagnostic for choosing a
+recipe, so it stays on the training side. For
+every drawn game it prints how the draw came (threefold repetition, stalemate, ...), the policy's material lead
+(pawn 1, knight and bishop 3, rook 5, queen 9) and what the opponent had left, and then a summary per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import chess
+
+#: points per piece, the usual scale (the king counts 0)
+PIECE_POINTS = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
+
+
+def final_material(start_fen: str, moves: list[str], color: chess.Color) -> tuple[int, str]:
+    """``(lead, left)``: the material lead of ``color`` after ``moves`` from ``start_fen``, and the opponent's
+    pieces then (upper-case letters, sorted, king first: ``"KPP"``)."""
+    board = chess.Board(start_fen)
+    for move in moves:
+        board.push_uci(move)
+    lead = sum(PIECE_POINTS[p.piece_type] * (1 if p.color == color else -1) for p in board.piece_map().values())
+    left = sorted(p.symbol().upper() for p in board.piece_map().values() if p.color != color)
+    return lead, "".join(sorted(left, key=lambda s: (s != "K", s)))
+
+
+def draws(model_path: Path, games: int) -> dict[str, Any]:
+    """Play the games and describe every draw (see the module docstring)."""
+    from benchmarks.pretrain_budget import TUNE_POSITIONS, TUNE_SPLIT
+    from chess_env.positions import load_positions
+    from grpo_agent import GRPO
+    from grpo_agent.evaluation import Evaluator
+
+    model = GRPO.load(model_path, device="cpu")
+    tune = list(load_positions("builtin").split(*TUNE_SPLIT)[1])[:TUNE_POSITIONS]
+    with Evaluator() as evaluator:
+        match = evaluator.play_match(model, "random", games, tune)
+    drawn = []
+    for game in match.games:
+        if game.score != 0.5:
+            continue
+        color = chess.WHITE if game.policy_color == "white" else chess.BLACK
+        lead, left = final_material(game.start_fen, game.moves, color)
+        drawn.append({"termination": game.termination, "plies": game.plies, "lead": lead, "opponent_left": left})
+    stats = match.stats
+    return {"model": str(model_path), "games": games, "wins": stats.wins, "draws": stats.draws, "losses": stats.losses,
+            "terminations": dict(collections.Counter(g.termination for g in match.games)), "drawn": drawn,
+            "drawn_lead_8_or_more": sum(d["lead"] >= 8 for d in drawn),
+            "drawn_opponent_pawns_only": sum(set(d["opponent_left"]) <= {"K", "P"} for d in drawn)}
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", type=Path, help="saved GRPO models (.zip)")
+    parser.add_argument("--games", type=int, default=40, help="games per model against the random mover")
+    parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    for path in args.models:
+        if not path.is_file():
+            parser.error(f"no model file at {path}")
+    results = []
+    for path in args.models:
+        result = draws(path, args.games)
+        results.append(result)
+        print(f"\n{path}: {result['wins']}/{result['draws']}/{result['losses']} (W/D/L), {result['terminations']}")
+        print(f"{'termination':<24}{'plies':>6}{'lead':>6}  opponent left")
+        for d in result["drawn"]:
+            print(f"{d['termination']:<24}{d['plies']:>6}{d['lead']:>+6}  {d['opponent_left']}")
+        print(f"draws with a lead of 8 or more: {result['drawn_lead_8_or_more']} of {result['draws']}; "
+              f"with the opponent down to king and pawns: {result['drawn_opponent_pawns_only']} of {result['draws']}")
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
