@@ -6,10 +6,7 @@ moves, and warm-start GRPO (policy and KL reference) from the result.
 view) and mate distances: ``"best"`` is one-hot on the engine's best move; ``"soft"`` is
 ``softmax(v / label_temperature)``, except that a position with a forced mate puts all the mass on its
 shortest mates (``score_value`` maps every mate to 1, and a spread over mates of different lengths would
-teach the policy to dawdle and miss mate-in-one puzzles), and that with ``won_temperature`` a won position (its
-best value at least :data:`WON_VALUE`) takes that temperature instead: the safe moves of a won ending differ by
-about 0.1 in value (king and queen against king at depth 2: 0.73-0.84), so at 0.3 they share the mass almost
-evenly and the greedy policy has no way forward.
+teach the policy to dawdle and miss mate-in-one puzzles).
 
 **Loss** of a position: ``-sum_a q(a) log pi(a | s)`` with ``pi`` the policy's own masked distribution at
 temperature 1 (:meth:`~grpo_agent.policies.GRPOPolicy.log_probs`, the distribution GRPO samples
@@ -71,8 +68,6 @@ __all__ = [
 TARGETS = ("best", "soft")
 LR_SCHEDULES = ("cosine", "constant")
 CONVERSION_KEEP = ("all", "mates")
-#: the best move's value from which a position counts as won for ``won_temperature`` (winprob 0.5: about +300 cp)
-WON_VALUE = 0.5
 MODEL_FILE = "pretrained.zip"
 LOG_SUFFIX = "_pretrain"
 SUMMARY_FILE = "pretrain_summary.json"
@@ -98,8 +93,6 @@ class PretrainConfig:
     :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
     :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
     :param label_temperature: temperature of the soft targets, in value units (winprob: 0.1 is ~50 cp near 0)
-    :param won_temperature: temperature of the soft targets of a won position without a forced mate (its best
-        value at least :data:`WON_VALUE`); ``None``: ``label_temperature``
     :param heldout_frac: share of the positions (whole walks) held out for the held-out metrics
     :param epochs: passes over the training positions at most
     :param batch_size: positions per minibatch
@@ -129,7 +122,6 @@ class PretrainConfig:
     seed: int = 0
     targets: str = "soft"
     label_temperature: float = 0.3
-    won_temperature: float | None = None
     heldout_frac: float = 0.05
     epochs: int = 3
     batch_size: int = 256
@@ -158,8 +150,6 @@ class PretrainConfig:
         for name in ("engine_processes", "torch_threads"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
-        if self.won_temperature is not None:
-            _number("won_temperature", self.won_temperature, lambda v: v > 0, "> 0")
         for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
@@ -186,20 +176,16 @@ def _number(name: str, value: Any, valid: Callable[[float], bool], text: str) ->
 # -- training ----------------------------------------------------------------------------------------
 
 
-def move_targets(data: LabelledPositions, kind: str, temperature: float,
-                 won_temperature: float | None = None) -> np.ndarray:
+def move_targets(data: LabelledPositions, kind: str, temperature: float) -> np.ndarray:
     """Per move (CSR order): the target probability ``q`` of ``kind`` (see the module docstring); it sums to 1
-    over each position's legal moves. ``won_temperature`` replaces ``temperature`` in the won positions."""
+    over each position's legal moves."""
     if kind not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {kind!r}")
     if kind == "best":
         return data.best().astype(np.float32)
     winning = data.row_max(data.mates) > 0
-    best = data.row_max(data.values)
-    temperatures = (np.where(best >= WON_VALUE, won_temperature, temperature).astype(data.values.dtype)
-                    if won_temperature else temperature)
     # Forced mate: the shortest mates share the mass (logit 0, the rest -inf); otherwise softmax(v / T).
-    logits = np.where(winning, np.where(data.top(), 0.0, -np.inf), data.values / temperatures)
+    logits = np.where(winning, np.where(data.top(), 0.0, -np.inf), data.values / temperature)
     weights = np.exp(logits - data.row_max(logits))
     rows = np.repeat(np.arange(len(data)), data.counts)
     return (weights / np.bincount(rows, weights, minlength=len(data))[rows]).astype(np.float32)
@@ -323,8 +309,8 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
     """
     rng = np.random.default_rng([config.seed, 2])
     train_idx, held_idx = split_heldout(data.walks, config.heldout_frac, config.seed)
-    targets = move_targets(data, config.targets, config.label_temperature, config.won_temperature)
-    batches = _Batches(data, targets, config.mate_weight, policy.device)
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), config.mate_weight,
+                       policy.device)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = config.epochs * steps_per_epoch
     measure_at = {round(steps_per_epoch * k / config.evals_per_epoch) for k in range(1, config.evals_per_epoch + 1)}

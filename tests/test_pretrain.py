@@ -133,21 +133,6 @@ def test_a_forced_mate_puts_the_mass_on_the_shortest_mates():
     assert _Batches(both, move_targets(both, "soft", 0.05), 8.0, th.device("cpu"))(np.array([0, 1])).weights.tolist() == [1.0, 8.0]
 
 
-def test_won_temperature_sharpens_only_the_won_positions():
-    data = synthetic(2)
-    a, b = data.offsets[1], data.offsets[2]
-    data.mates[:] = 0
-    data.values[: data.offsets[1]] = np.linspace(-0.2, 0.4, data.counts[0])  # best 0.4: not won
-    data.values[a:b] = np.linspace(0.6, 0.8, data.counts[1])  # won: the moves 0.2 apart at most
-    plain, sharp = move_targets(data, "soft", 0.3), move_targets(data, "soft", 0.3, won_temperature=0.05)
-    np.testing.assert_array_equal(sharp[:a], plain[:a])
-    assert sharp[a:b].max() > plain[a:b].max() and np.argmax(sharp[a:b]) == np.argmax(data.values[a:b])
-    expected = np.exp((data.values[a:b] - 0.8) / 0.05)
-    np.testing.assert_allclose(sharp[a:b], expected / expected.sum(), rtol=1e-5)
-    with pytest.raises(ValueError, match="won_temperature must be a number > 0, got 0"):
-        PretrainConfig(won_temperature=0)
-
-
 def test_heldout_split_keeps_walks_whole():
     walks = np.repeat(np.arange(40), 5)
     train, held = split_heldout(walks, 0.1, seed=0)
