@@ -13,7 +13,6 @@ every drawn game it prints how the draw came (threefold repetition, stalemate, .
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,9 @@ def final_material(start_fen: str, moves: list[str], color: chess.Color) -> tupl
     for move in moves:
         board.push_uci(move)
     lead = sum(PIECE_POINTS[p.piece_type] * (1 if p.color == color else -1) for p in board.piece_map().values())
-    left = sorted(p.symbol().upper() for p in board.piece_map().values() if p.color != color)
-    return lead, "".join(sorted(left, key=lambda s: (s != "K", s)))
+    left = sorted((p.symbol().upper() for p in board.piece_map().values() if p.color != color),
+                  key=lambda s: (s != "K", s))
+    return lead, "".join(left)
 
 
 def draws(model_path: Path, games: int) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def draws(model_path: Path, games: int) -> dict[str, Any]:
         drawn.append({"termination": game.termination, "plies": game.plies, "lead": lead, "opponent_left": left})
     stats = match.stats
     return {"model": str(model_path), "games": games, "wins": stats.wins, "draws": stats.draws, "losses": stats.losses,
-            "terminations": dict(collections.Counter(g.termination for g in match.games)), "drawn": drawn,
+            "terminations": match.terminations, "drawn": drawn,
             "drawn_lead_8_or_more": sum(d["lead"] >= 8 for d in drawn),
             "drawn_opponent_pawns_only": sum(set(d["opponent_left"]) <= {"K", "P"} for d in drawn)}
 
