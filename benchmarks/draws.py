@@ -5,9 +5,9 @@ Run: ``python -m benchmarks.draws MODEL.zip [MODEL.zip ...] [--games 40] [--out 
 Each model plays ``--games`` games against the random mover (colours alternating, greedy moves, 200 plies: the
 games of :mod:`benchmarks.finetune`'s judge, the same openings and seeds) from the **tune** positions of
 :data:`benchmarks.pretrain_budget.TUNE_SPLIT`, never from ``builtin:eval``: this is a diagnostic for choosing a
-recipe, so it stays on the training side. For
-every drawn game it prints how the draw came (threefold repetition, stalemate, ...), the policy's material lead
-(pawn 1, knight and bishop 3, rook 5, queen 9) and what the opponent had left, and then a summary per model.
+recipe, so it stays on the training side. For every drawn game it prints how the draw came (threefold
+repetition, stalemate, ...), the policy's material lead (pawn 1, knight and bishop 3, rook 5, queen 9) and what
+the opponent had left, and then a summary per model.
 """
 
 from __future__ import annotations
