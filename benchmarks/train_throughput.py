@@ -4,7 +4,8 @@ Run: ``python -m benchmarks.train_throughput --before REF [--configs configs/def
 [--timesteps N] [--rounds 2] [--out benchmarks/results/train_throughput.json]``.
 
 For each config, both trees build the config's ``env`` and ``algo`` sections as ``grpo-chess train`` does
-(``ChessVectorEnv(**env)``, ``GRPO(policy, env, **algo)``, ``torch.set_num_threads(train.torch_threads)``) and
+(``ChessVectorEnv(**env)``, ``GRPO(policy, env, **algo)``, ``torch.set_num_threads(train.torch_threads)``, the
+updates on ``train.update_threads`` where the tree has :class:`~grpo_agent.threads.UpdateThreads`) and
 run ``learn(N)`` from the untrained network: no warm start (pretraining is a separate stage with its own
 loop), no evaluation, no checkpoints or logs. The first rollout and update are a warm-up; the timed
 rollouts follow, so ``N`` is the timed steps plus one rollout. Each measurement runs in a fresh process, the
@@ -38,6 +39,7 @@ def measure(config_path: str, timesteps: int) -> dict[str, Any]:
     import torch
     import yaml
 
+    import grpo_agent
     from chess_env import ChessVectorEnv
     from grpo_agent import GRPO
 
@@ -59,12 +61,19 @@ def measure(config_path: str, timesteps: int) -> dict[str, Any]:
         learner["seconds"] += time.perf_counter() - start
 
     model.train = timed_train  # type: ignore[method-assign]
+    callbacks = []
+    # A tree from before UpdateThreads ran its updates on the rollouts' threads. (Not an ImportError test: an
+    # editable install's finder would import the module from the checkout when the tree lacks it.)
+    if (Path(grpo_agent.__file__).parent / "threads.py").is_file():
+        from grpo_agent.threads import UpdateThreads
+
+        callbacks.append(UpdateThreads(config.get("train", {}).get("update_threads")))
     try:
-        model.learn(per_rollout)  # warm-up: engines started, first allocations, first update
+        model.learn(per_rollout, callback=callbacks)  # warm-up: engines started, first allocations, first update
         learner["seconds"] = 0.0
         before = model.num_timesteps
         start = time.perf_counter()
-        model.learn(timesteps, reset_num_timesteps=False)
+        model.learn(timesteps, callback=callbacks, reset_num_timesteps=False)
         wall = time.perf_counter() - start
     finally:
         env.close()
@@ -101,7 +110,9 @@ def compare(ref: str, configs: list[str], timesteps: int, rounds: int) -> dict[s
                 row[name] = max(measured, key=lambda r: r["env_steps_per_s"])
             row["speedup"] = row["after"]["env_steps_per_s"] / row["before"]["env_steps_per_s"]
             rows.append(row)
-    return {"ref": ref, "rounds": rounds, "timesteps": timesteps, "rows": rows}
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return {"ref": ref, "ref_commit": commit, "rounds": rounds, "timesteps": timesteps, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

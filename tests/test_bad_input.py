@@ -115,7 +115,9 @@ def test_the_cli_turns_refused_values_into_config_errors(tmp_path, capsys):
             "--wandb", "disabled"]
     for override, message in (("env.num_envs=0", "env: num_envs must be a positive int, got 0"),
                               ("algo.group_size=3", "algo: group_size=3 does not divide num_envs=4"),
-                              ("env.opponent=grandmaster", "env: unknown opponent 'grandmaster'")):
+                              ("env.opponent=grandmaster", "env: unknown opponent 'grandmaster'"),
+                              ("train.update_threads=0",
+                               "train.update_threads: update_threads=0 must be a positive int or None")):
         with pytest.raises(SystemExit) as exc:
             main([*base, "--set", override])
         assert exc.value.code == 2 and message in capsys.readouterr().err

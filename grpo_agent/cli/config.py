@@ -35,7 +35,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "log_interval": 1,  # rollouts between log rows
     "progress_bar": True,
     "verbose": 0,  # 1 also prints SB3's log table to stdout
-    "torch_threads": 1,  # torch intra-op threads; 1 leaves the other cores to the Stockfish pool
+    "torch_threads": 1,  # torch intra-op threads of the rollouts; 1 leaves the other cores to the Stockfish pool
+    "update_threads": None,  # torch threads of each update, while the engines wait (None: one per core)
     "evaluate": "none",  # evaluation preset run on the initial and the final policy (none, quick, default, heldout, full)
     "eval_opponents": ["random", "sf0"],  # opponents of that evaluation
     "init": None,  # a pretrained model zip to start from (its policy is also the KL reference); see --init
@@ -43,7 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 #: the types of the train section's values (annotations, as the other sections' come from their signatures)
 TRAIN_TYPES = {"total_timesteps": "int", "name": "str", "runs_dir": "str", "checkpoint_every": "int",
                "log_interval": "int", "progress_bar": "bool", "verbose": "int", "torch_threads": "int",
-               "evaluate": "str", "eval_opponents": "list[str]", "init": "str | None"}
+               "update_threads": "int | None", "evaluate": "str", "eval_opponents": "list[str]", "init": "str | None"}
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_high", "ent_coef", "kl_coef")
 #: the annotations a YAML value is checked against, and the Python types that YAML gives for each
 _YAML_TYPES: dict[str, tuple[type, ...]] = {

@@ -27,6 +27,7 @@ from grpo_agent.pretrain import STARTS_FILE, run_pretrain, warm_start
 from grpo_agent.progress import ProgressCallback
 from grpo_agent.resume import ProgressCSV, RolloutCheckpointCallback, checkpoint_timesteps
 from grpo_agent.save_util import atomic_write, save_model
+from grpo_agent.threads import UpdateThreads
 
 #: ``env.start_positions`` value: the GRPO games start from the pretrain stage's ``grpo_starts.epd``
 PRETRAIN_STARTS = "pretrain"
@@ -258,6 +259,10 @@ def run_train(args: argparse.Namespace) -> int:
     if train_cfg["evaluate"] not in ("none", *PRESETS):
         raise ConfigError(f"train.evaluate {train_cfg['evaluate']!r} is not 'none' or one of {sorted(PRESETS)}")
     torch.set_num_threads(int(train_cfg["torch_threads"]))
+    try:
+        update_threads = UpdateThreads(train_cfg["update_threads"])
+    except ValueError as error:
+        raise ConfigError(f"train.update_threads: {error}") from None
     if args.backend is not None:
         config["algo"]["rollout_backend"] = args.backend
     if args.workers is not None:
@@ -283,7 +288,7 @@ def run_train(args: argparse.Namespace) -> int:
             save_model(model, run_dir / "initial_model.zip")  # the "before" of the final evaluation
         if resume_from is None:
             _warm_start(config, model, run_dir, init)
-        callbacks: list[Any] = []
+        callbacks: list[Any] = [update_threads]
         if train_cfg["checkpoint_every"] > 0:
             callbacks.append(RolloutCheckpointCallback(int(train_cfg["checkpoint_every"]), run_dir / "checkpoints"))
         remaining = int(train_cfg["total_timesteps"]) - (model.num_timesteps if resume_from else 0)
