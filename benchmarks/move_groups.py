@@ -115,7 +115,7 @@ def evaluate(policy: Any) -> dict[str, Any]:
     return out
 
 
-def train(method: str, seed: int, seconds: float) -> tuple[Any, dict[str, Any]]:
+def train(method: str, seed: int, seconds: float, update_threads: bool = False) -> tuple[Any, dict[str, Any]]:
     from chess_env import ChessVectorEnv
     from chess_env.sb3 import ChessVecEnv
     from grpo_agent import GRPO
@@ -134,7 +134,12 @@ def train(method: str, seed: int, seconds: float) -> tuple[Any, dict[str, Any]]:
                          "net_arch": {"pi": [], "vf": [64]}, "ortho_init": False, "normalize_images": False}
         model = MaskablePPO(_maskable_policy_class(), ChessVecEnv(env), policy_kwargs=policy_kwargs, seed=seed, **kwargs)
     start = time.perf_counter()
-    model.learn(10**9, callback=_WallClock(seconds))
+    callbacks = [_WallClock(seconds)]
+    if update_threads:  # as grpo-chess train does: each update on every core, the rollouts on one thread
+        from grpo_agent.threads import UpdateThreads
+
+        callbacks.append(UpdateThreads())
+    model.learn(10**9, callback=callbacks)
     info = {"train_seconds": time.perf_counter() - start, "plies": int(model.num_timesteps)}
     if algo == "grpo":
         info.update({f"final_{k}": v for k, v in model.last_rollout_stats.items()
@@ -143,13 +148,14 @@ def train(method: str, seed: int, seconds: float) -> tuple[Any, dict[str, Any]]:
     return model, info
 
 
-def run_one(method: str, seed: int, seconds: float, out_dir: Path) -> dict[str, Any]:
+def run_one(method: str, seed: int, seconds: float, out_dir: Path, update_threads: bool = False) -> dict[str, Any]:
     path = out_dir / f"{method}_seed{seed}.json"
     if path.is_file():
         import json
 
         record = json.loads(path.read_text())
-        if record.get("seconds") == seconds and record.get("eval") == json.loads(json.dumps(EVAL)):  # tuples: lists
+        if (record.get("seconds") == seconds and record.get("update_threads", False) == update_threads
+                and record.get("eval") == json.loads(json.dumps(EVAL))):  # tuples: lists
             return record
     limit_threads(1)
     if method in ("random", "material_greedy"):
@@ -158,8 +164,9 @@ def run_one(method: str, seed: int, seconds: float, out_dir: Path) -> dict[str, 
         policy: Any = RandomPolicy(np.random.default_rng(seed)) if method == "random" else material_greedy
         info: dict[str, Any] = {}
     else:
-        policy, info = train(method, seed, seconds)
-    record = {"method": method, "seed": seed, "seconds": seconds, **info, **evaluate(policy), "eval": EVAL,
+        policy, info = train(method, seed, seconds, update_threads)
+    record = {"method": method, "seed": seed, "seconds": seconds, "update_threads": update_threads, **info,
+              **evaluate(policy), "eval": EVAL,
               "config": METHODS.get(method), "machine": machine_info()}
     write_json(path, record)
     return record
@@ -203,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["random", "material_greedy", "moves", "games", "ppo"],
                         choices=[*METHODS, "random", "material_greedy"])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "move_groups")
+    parser.add_argument("--update-threads", action="store_true",
+                        help="each update on every core (UpdateThreads, as grpo-chess train); default: one thread")
     args = parser.parse_args(argv)
     # Seed-major, so load from other work on the machine falls on every method alike.
-    records = [run_one(m, s, args.seconds, args.out) for s in args.seeds for m in args.methods]
+    records = [run_one(m, s, args.seconds, args.out, args.update_threads) for s in args.seeds for m in args.methods]
     summary = summarize(records)
     print_table(summary, args.seconds)
-    write_json(RESULTS_DIR / f"{args.out.name}.json", {"seconds": args.seconds, "summary": summary, "eval": EVAL,
-                                                      "machine": machine_info()})
+    write_json(RESULTS_DIR / f"{args.out.name}.json", {"seconds": args.seconds, "update_threads": args.update_threads,
+                                                      "summary": summary, "eval": EVAL, "machine": machine_info()})
     return 0
 
 
