@@ -6,7 +6,9 @@ moves, and warm-start GRPO (policy and KL reference) from the result.
 view) and mate distances: ``"best"`` is one-hot on the engine's best move; ``"soft"`` is
 ``softmax(v / label_temperature)``, except that a position with a forced mate puts all the mass on its
 shortest mates (``score_value`` maps every mate to 1, and a spread over mates of different lengths would
-teach the policy to dawdle and miss mate-in-one puzzles).
+teach the policy to dawdle and miss mate-in-one puzzles), and a won ending searched at ``conversion_depth``
+puts it on the deeper search's best moves (its values are win probabilities near 1 that a softmax would
+spread over every safe move).
 
 **Loss** of a position: ``-sum_a q(a) log pi(a | s)`` with ``pi`` the policy's own masked distribution at
 temperature 1 (:meth:`~grpo_agent.policies.GRPOPolicy.log_probs`, the distribution GRPO samples
@@ -89,6 +91,10 @@ class PretrainConfig:
     :param conversion_keep: (data) which of a conversion game's positions are kept: ``"all"`` of the engine
         side's, or only ``"mates"``, those where it has a forced mate (the game is still searched ply by ply
         to play it, but the long won-but-not-yet-mating stretch, whose targets are flat, is not stored)
+    :param conversion_depth: (data) ``None`` (default) or the Stockfish depth at which a conversion game's won
+        endings (the random side down to king and pawns, no mate seen at ``depth``) are searched again, kept and
+        labelled one-hot on the deeper search's best move, which the engine side then plays (see
+        :mod:`grpo_agent.pretrain_data`)
     :param depth: (data) Stockfish depth of the MultiPV search labelling a position
     :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
     :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
@@ -118,6 +124,7 @@ class PretrainConfig:
     conversion: float = 0.0
     conversion_plies: int = 120
     conversion_keep: str = "all"
+    conversion_depth: int | None = None
     depth: int = 4
     seed: int = 0
     targets: str = "soft"
@@ -150,6 +157,8 @@ class PretrainConfig:
         for name in ("engine_processes", "torch_threads"):
             if getattr(self, name) is not None:
                 _integer(name, getattr(self, name), 1)
+        if self.conversion_depth is not None:
+            _integer("conversion_depth", self.conversion_depth, self.depth + 1)
         for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
@@ -183,9 +192,10 @@ def move_targets(data: LabelledPositions, kind: str, temperature: float) -> np.n
         raise ValueError(f"targets must be one of {TARGETS}, got {kind!r}")
     if kind == "best":
         return data.best().astype(np.float32)
-    winning = data.row_max(data.mates) > 0
-    # Forced mate: the shortest mates share the mass (logit 0, the rest -inf); otherwise softmax(v / T).
-    logits = np.where(winning, np.where(data.top(), 0.0, -np.inf), data.values / temperature)
+    sharp = (data.row_max(data.mates) > 0) | np.repeat(data.deep, data.counts)
+    # Forced mate or deep won ending: the best-ranked moves share the mass (logit 0, the rest -inf);
+    # otherwise softmax(v / T).
+    logits = np.where(sharp, np.where(data.top(), 0.0, -np.inf), data.values / temperature)
     weights = np.exp(logits - data.row_max(logits))
     rows = np.repeat(np.arange(len(data)), data.counts)
     return (weights / np.bincount(rows, weights, minlength=len(data))[rows]).astype(np.float32)

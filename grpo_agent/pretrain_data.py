@@ -17,6 +17,15 @@ game ends in mate far more often than a short walk: the positions before the mat
 mate-in-two positions that short walks almost never reach (0.4% of their positions have a forced mate), and
 they are what a policy meets when it has to win, not draw, a won game against a weak mover.
 
+**Won endings, searched deeper.** With ``conversion_depth`` set, a conversion game's position where the
+random side has nothing left but its king and pawns, the engine side is winning (its best move valued above
+:data:`WON_VALUE`) and ``depth`` sees no forced mate is searched again, every legal move at
+``conversion_depth``; it is kept whatever ``conversion_keep`` says, labelled with the deeper values, marked
+``deep``, and the engine side plays the deeper search's best move. At depth 2 such a position's safe moves all
+look alike (king and queen against king: 25 moves at win probabilities 0.73-0.84), so its soft targets are
+flat and a policy trained on them shuffles its pieces until the position repeats; the deeper search sees the
+mate or the progress towards it, and the games it plays reach the mate.
+
 **Labels.** :meth:`chess_env.engine.StockfishPool.submit_moves` scores every legal move with one MultiPV
 search at ``depth``; each score, from the mover's point of view, becomes a value ``v`` in ``[-1, 1]`` with
 :func:`chess_env.rewards.score_value` (``"winprob"``) and is kept with its mate distance ``m`` (``+n``: the
@@ -24,9 +33,9 @@ mover mates in ``n``, ``-n``: is mated, 0: no mate). The engine's best move maxi
 ``(m > 0, -m) > v > (m < 0, -m)``: the shortest mate first, being mated as late as possible last.
 
 **File.** ``pretrain_dataset.npz`` (``np.savez_compressed``): ``fens``, a CSR layout of the moves
-(``offsets``; ``actions``, ``values``, ``mates`` per move), ``walks`` (the walk of each position), the
-settings and their ``key``, and ``label_seconds``. Observations are not stored: rebuilding them from the FENs
-costs about 0.25 ms a position.
+(``offsets``; ``actions``, ``values``, ``mates`` per move), ``walks`` (the walk of each position), ``deep``
+(per position: labelled at ``conversion_depth``), the settings and their ``key``, and ``label_seconds``.
+Observations are not stored: rebuilding them from the FENs costs about 0.25 ms a position.
 """
 
 from __future__ import annotations
@@ -59,15 +68,24 @@ DATASET_FILE = "pretrain_dataset.npz"
 STARTS_FILE = "grpo_starts.epd"
 #: bumped when the labelling changes, so older dataset files are rebuilt
 DATASET_VERSION = 1
+#: a won position: the engine side's best move is valued above this (Lichess win chance 95%, about +800 cp)
+WON_VALUE = 0.9
 #: walks labelled per engine batch; two batches are kept in flight so the engines never wait for Python
 WALKS_PER_BATCH = 64
+
+
+def move_ranks(values: np.ndarray, mates: np.ndarray) -> np.ndarray:
+    """Per move: a float that orders the moves as the engine does, ``(m > 0, -m) > v > (m < 0, -m)``."""
+    m = mates.astype(np.float64)
+    return np.where(mates > 0, 3.0 - 1e-3 * m, np.where(mates < 0, -3.0 - 1e-3 * m, values))
 
 
 @dataclass
 class LabelledPositions:
     """Labelled positions in a CSR layout: position ``i``'s legal moves are ``offsets[i]:offsets[i + 1]`` of
     ``actions`` (action indices), ``values`` (``score_value``, mover's view) and ``mates`` (signed mate
-    distance, 0 for none). ``walks[i]`` numbers the walk position ``i`` came from."""
+    distance, 0 for none). ``walks[i]`` numbers the walk position ``i`` came from; ``deep[i]`` says it was
+    labelled at ``conversion_depth`` (all False in a file written before that setting existed)."""
 
     fens: np.ndarray
     offsets: np.ndarray
@@ -75,6 +93,11 @@ class LabelledPositions:
     values: np.ndarray
     mates: np.ndarray
     walks: np.ndarray
+    deep: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.deep is None:
+            self.deep = np.zeros(len(self.fens), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.fens)
@@ -94,8 +117,7 @@ class LabelledPositions:
 
     def ranks(self) -> np.ndarray:
         """Per move: a float that orders the moves as the engine does (see the module docstring)."""
-        mates = self.mates.astype(np.float64)
-        return np.where(self.mates > 0, 3.0 - 1e-3 * mates, np.where(self.mates < 0, -3.0 - 1e-3 * mates, self.values))
+        return move_ranks(self.values, self.mates)
 
     def top(self) -> np.ndarray:
         """Per move: True where it has its position's best rank (several moves may tie)."""
@@ -114,7 +136,7 @@ class LabelledPositions:
         """The first ``n`` positions."""
         end = int(self.offsets[n])
         return LabelledPositions(self.fens[:n], self.offsets[: n + 1], self.actions[:end], self.values[:end],
-                                 self.mates[:end], self.walks[:n])
+                                 self.mates[:end], self.walks[:n], self.deep[:n])
 
     def save(self, path: Path, key: str, settings: dict[str, Any], seconds: float) -> None:
         """Write one compressed ``.npz`` atomically (a temporary file, then ``os.replace``)."""
@@ -128,7 +150,7 @@ class LabelledPositions:
     def load(cls, path: str | os.PathLike) -> LabelledPositions:
         """Read a dataset written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
-            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
 def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -143,6 +165,8 @@ def dataset_key(config: PretrainConfig, starts: Sequence[str]) -> tuple[str, dic
         **{name: getattr(config, name) for name in ("conversion", "conversion_plies") if config.conversion > 0},
         **({"conversion_keep": config.conversion_keep}
            if config.conversion > 0 and config.conversion_keep != "all" else {}),
+        **({"conversion_depth": config.conversion_depth}
+           if config.conversion > 0 and config.conversion_depth is not None else {}),
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16], settings
 
@@ -165,6 +189,7 @@ class _Walk:
     conversion: bool = False
     plies: int = 0
     kept: int = 0
+    best: chess.Move | None = None  # the engine side's next move, where a deeper search chose it
 
 
 class _Walks:
@@ -176,7 +201,7 @@ class _Walks:
         self.n_walks = 0
         self.barren = 0  # walks in a row that ended keeping no position
         self.seen: set[str] = set()
-        self.rows: dict[str, list] = {name: [] for name in ("fens", "actions", "values", "mates", "walks")}
+        self.rows: dict[str, list] = {name: [] for name in ("fens", "actions", "values", "mates", "walks", "deep")}
 
     def __len__(self) -> int:
         return len(self.rows["fens"])
@@ -204,16 +229,31 @@ class _Walks:
         walk.board.push(self._uniform(list(walk.board.legal_moves)))
         walk.plies += 1
 
-    def record(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore]) -> np.ndarray:
+    def won_ending(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore]) -> bool:
+        """Whether the walk's position, scored at ``depth``, is a won ending to search at ``conversion_depth``
+        (see the module docstring)."""
+        board = walk.board
+        if not walk.conversion or self.config.conversion_depth is None:
+            return False
+        if board.occupied_co[not board.turn] & ~(board.kings | board.pawns):
+            return False
+        relative = [score.pov(board.turn) for score in scores.values()]
+        return (not any((s.mate() or 0) > 0 for s in relative)
+                and max(score_value(s, "winprob") for s in relative) > WON_VALUE)
+
+    def record(self, walk: _Walk, scores: dict[chess.Move, chess.engine.PovScore], deep: bool = False) -> np.ndarray:
         """Keep the labels of the walk's position unless it was seen before or has a single legal move;
-        return the move values in ``board.legal_moves`` order."""
+        return the move values in ``board.legal_moves`` order. ``deep``: the scores are the deeper search of a
+        won ending, whose best move the walk plays next."""
         board = walk.board
         moves = list(board.legal_moves)
         relative = [scores[move].pov(board.turn) for move in moves]
         values = np.array([score_value(s, "winprob") for s in relative], dtype=np.float32)
         mates = np.array([s.mate() or 0 for s in relative], dtype=np.int16)
+        if deep:
+            walk.best = moves[int(np.argmax(move_ranks(values, mates)))]
         epd = board.epd()
-        wanted = not walk.conversion or self.config.conversion_keep == "all" or mates.max() > 0
+        wanted = deep or not walk.conversion or self.config.conversion_keep == "all" or mates.max() > 0
         if wanted and len(moves) > 1 and epd not in self.seen:
             self.seen.add(epd)
             self.rows["fens"].append(board.fen())
@@ -221,6 +261,7 @@ class _Walks:
             self.rows["values"].append(values)
             self.rows["mates"].append(mates)
             self.rows["walks"].append(walk.id)
+            self.rows["deep"].append(deep)
             walk.kept += 1
         return values
 
@@ -242,7 +283,8 @@ class _Walks:
         """
         plies = self.config.conversion_plies if walk.conversion else self.config.walk_plies
         if walk.plies < plies:
-            walk.board.push(self.step(walk.board, values, guided=walk.conversion))
+            walk.board.push(walk.best or self.step(walk.board, values, guided=walk.conversion))
+            walk.best = None
             walk.plies += 1
             if walk.conversion and game_outcome(walk.board) is None:
                 self._random_move(walk)
@@ -263,17 +305,20 @@ class _Walks:
             values=np.concatenate(self.rows["values"]),
             mates=np.concatenate(self.rows["mates"]),
             walks=np.array(self.rows["walks"], dtype=np.int32),
+            deep=np.array(self.rows["deep"], dtype=bool),
         )
 
 
 def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) -> LabelledPositions:
-    """Walk from ``starts`` and label every position with ``pool.submit_moves`` until ``n_positions`` are kept.
+    """Walk from ``starts`` and label every position with ``pool.submit_moves`` until ``n_positions`` are kept
+    (the won endings of conversion games again at ``conversion_depth``, see the module docstring).
 
     Two batches of ``WALKS_PER_BATCH`` walks alternate: while Python records one batch's answers and
     advances its walks, the engines search the other's positions.
     """
     walks = _Walks(config, starts, np.random.default_rng(config.seed))
     limit = chess.engine.Limit(depth=config.depth)
+    deep_limit = chess.engine.Limit(depth=config.conversion_depth or config.depth)
     size = min(WALKS_PER_BATCH, -(-config.n_positions // 2))  # a tiny dataset needs no more than it keeps
     batches = [[walks.new() for _ in range(size)] for _ in range(2)]
     futures = [pool.submit_moves([walk.board for walk in batch], limit) for batch in batches]
@@ -282,7 +327,12 @@ def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) ->
         while True:
             for i, batch in enumerate(batches):
                 kept = len(walks)
-                values = [walks.record(walk, scores) for walk, scores in zip(batch, futures[i].result())]
+                scores = futures[i].result()
+                deep = [walks.won_ending(walk, s) for walk, s in zip(batch, scores)]
+                if any(deep):
+                    again = iter(pool.evaluate_moves([walk.board for walk, d in zip(batch, deep) if d], deep_limit))
+                    scores = [next(again) if d else s for s, d in zip(scores, deep)]
+                values = [walks.record(walk, s, d) for walk, s, d in zip(batch, scores, deep)]
                 progress.update(min(len(walks), config.n_positions) - min(kept, config.n_positions))
                 if len(walks) >= config.n_positions:
                     futures[1 - i].result()  # leave no search running in the pool
@@ -295,16 +345,16 @@ def label_positions(config: PretrainConfig, starts: Sequence[str], pool: Any) ->
 
 def grpo_starts(data: LabelledPositions, seed: int, others: int = 1000) -> list[str]:
     """Start positions for the GRPO stage that follows the warm start: every position of ``data`` where the
-    mover has a forced mate, then as many of the others (at least ``others``, all of them if fewer), drawn
-    without replacement with ``seed``.
+    mover has a forced mate or that was searched deeper as a won ending (``deep``), then as many of the others
+    (at least ``others``, all of them if fewer), drawn without replacement with ``seed``.
 
     The warm start learnt to mate from a few percent of such positions; GRPO games that start only from the
     opening walks almost never reach one, and forget it (measured in ``benchmarks/results/finetune.md``).
     """
-    mate = data.mating()
-    rest = np.flatnonzero(~mate)
-    drawn = np.random.default_rng([seed, 3]).choice(rest, min(len(rest), max(others, int(mate.sum()))), replace=False)
-    return [str(fen) for fen in data.fens[np.concatenate([np.flatnonzero(mate), np.sort(drawn)])]]
+    won = data.mating() | data.deep
+    rest = np.flatnonzero(~won)
+    drawn = np.random.default_rng([seed, 3]).choice(rest, min(len(rest), max(others, int(won.sum()))), replace=False)
+    return [str(fen) for fen in data.fens[np.concatenate([np.flatnonzero(won), np.sort(drawn)])]]
 
 
 def start_positions(positions: str | os.PathLike | list[str]) -> list[str]:

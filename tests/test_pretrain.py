@@ -72,7 +72,7 @@ def synthetic(n: int) -> LabelledPositions:
     [("n_positions", 0), ("depth", 0), ("depth", 2.5), ("targets", "argmax"), ("label_temperature", 0.0),
      ("heldout_frac", 1.0), ("walk_random", -0.1), ("conversion", 1.5), ("conversion_plies", -1), ("lr", "fast"), ("epochs", True), ("lr_schedule", "step"),
      ("engine_processes", 0), ("weight_decay", -1.0), ("positions", []), ("conversion_keep", "some"),
-     ("torch_threads", 0)],
+     ("torch_threads", 0), ("conversion_depth", 0), ("conversion_depth", 1)],
 )
 def test_bad_config_values_raise_naming_them(field, value):
     with pytest.raises(ValueError, match=field) as info:
@@ -165,7 +165,7 @@ def test_training_lowers_the_loss_on_a_tiny_set(monkeypatch):
         assert after[name]["heldout_top1"] > 0.8 > before[name]["heldout_top1"]
 
 
-def test_grpo_starts_are_every_forced_mate_position_and_as_many_others():
+def test_grpo_starts_are_every_forced_mate_and_deep_position_and_as_many_others():
     data = synthetic(40)
     mating = [3, 17, 29]
     for i in mating:  # the mover mates in 2 with one move of these positions
@@ -176,6 +176,9 @@ def test_grpo_starts_are_every_forced_mate_position_and_as_many_others():
     assert grpo_starts(data, seed=0, others=4) == starts and grpo_starts(data, seed=1, others=4) != starts
     assert len(grpo_starts(data, seed=0, others=1)) == 3 + 3  # as many others as mates
     assert len(grpo_starts(data, seed=0)) == 40  # fewer others than asked: all of them
+    data.deep[[8, 12]] = True  # won endings searched deeper join the mates, in dataset order
+    assert grpo_starts(data, seed=0, others=1)[:5] == [data.fens[i] for i in (3, 8, 12, 17, 29)]
+    assert len(grpo_starts(data, seed=0, others=1)) == 5 + 5
 
 
 @needs_stockfish
@@ -261,6 +264,48 @@ def test_conversion_walks_label_the_engine_side_only_and_reach_its_mates(tmp_pat
     assert len(kept) == 100 and (np.maximum.reduceat(kept.mates, kept.offsets[:-1]) > 0).all()
     keep_all = dataclasses.replace(mates_only, conversion_keep="all")
     assert dataset_key(mates_only, starts)[0] != dataset_key(keep_all, starts)[0]
+
+
+@needs_stockfish
+def test_won_endings_of_conversion_games_are_searched_deeper_and_played_by_that_search(tmp_path, pool):
+    # King and queen (and rook) against a bare king or king and pawn, mates several moves away: depth 1 sees no
+    # mate, so these are the won endings whose depth-1 values are flat.
+    starts = ["8/8/8/4k3/8/8/2Q5/4K3 w - - 0 1", "8/8/3k4/8/8/8/8/Q3K2R w - - 0 1", "8/5p2/8/3k4/8/8/8/2Q1K3 w - - 0 1"]
+    (tmp_path / "starts.fen").write_text("\n".join(starts) + "\n")
+    config = PretrainConfig(**{**SMALL, "positions": str(tmp_path / "starts.fen"), "n_positions": 120, "depth": 1,
+                               "conversion": 1.0, "conversion_plies": 60, "conversion_keep": "mates",
+                               "conversion_depth": 5})
+    data = LabelledPositions.load(build_dataset(config, pool, tmp_path / "run"))
+    assert stored_key(tmp_path / "run" / DATASET_FILE) != dataset_key(
+        dataclasses.replace(config, conversion_depth=None), load_positions(str(tmp_path / "starts.fen")))[0]
+    mover_mates = np.maximum.reduceat(data.mates, data.offsets[:-1])
+    assert data.deep.any()
+    # kept although conversion_keep="mates": deep positions where even depth 5 sees no mate
+    assert (data.deep & (mover_mates <= 0)).any()
+    targets = move_targets(data, "soft", 0.3)
+    top = data.top()
+    pairs = checked = 0
+    for i in np.flatnonzero(data.deep):
+        board = chess.Board(str(data.fens[i]))
+        assert not board.occupied_co[not board.turn] & ~(board.kings | board.pawns)  # the random side: K and P
+        rows = slice(data.offsets[i], data.offsets[i + 1])
+        np.testing.assert_allclose(targets[rows].sum(), 1.0, rtol=1e-6)
+        assert (targets[rows][~top[rows]] == 0).all()  # all the mass on the deeper search's best moves
+        # The game went on with that search's first best move, then the random reply (the rows of one walk are
+        # in the order it played them).
+        later = np.flatnonzero((data.walks == data.walks[i]) & (np.arange(len(data)) > i))
+        if len(later):
+            board.push(decode_action(board, int(data.actions[rows][top[rows]][0])))
+            successors = set()
+            for reply in board.legal_moves:
+                board.push(reply)
+                successors.add(board.epd())
+                board.pop()
+            checked += 1
+            pairs += chess.Board(str(data.fens[later[0]])).epd() in successors
+    # a position skipped (single legal move, seen before) breaks a few pairs; a walk not played by that search
+    # would match about one pair in twenty-five
+    assert checked >= 10 and pairs >= 0.9 * checked
 
 
 @needs_stockfish
