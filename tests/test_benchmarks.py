@@ -169,3 +169,28 @@ def test_draws_reads_the_material_left_when_a_game_ended():
     # Captures count: 1. Qd7 Kb8 2. Qxb7+ Kxb7 leaves two bare kings.
     start = "k7/1p6/8/8/8/8/8/K2Q4 w - - 0 1"
     assert final_material(start, ["d1d7", "a8b8", "d7b7", "b8b7"], chess.WHITE) == (0, "K")
+
+
+def test_stalemate_traps_offer_a_stalemate_and_no_mate_and_are_counted():
+    from benchmarks.draws import _ending, stalemate_traps, traps_fallen
+
+    boards = stalemate_traps(20, seed=3)
+    assert [b.fen() for b in boards] == [b.fen() for b in stalemate_traps(20, seed=3)]  # every model, the same
+    for board in boards:
+        assert board.turn == chess.WHITE and len(board.piece_map()) == 3
+        ends = [_ending(board, move) for move in board.legal_moves]
+        assert "stalemate" in ends and "checkmate" not in ends
+
+    class Picks:  # a stand-in for a model: the first stalemating legal move, or the first legal move
+        def __init__(self, stalemate: bool) -> None:
+            self.stalemate = stalemate
+
+        def predict(self, obs, action_masks, deterministic):
+            from chess_env.encoding import encode_move
+
+            moves = [next(m for m in b.legal_moves if (_ending(b, m) == "stalemate") == self.stalemate)
+                     for b in boards]
+            return [encode_move(b, m) for b, m in zip(boards, moves)], None
+
+    assert traps_fallen(Picks(True), boards) == 20
+    assert traps_fallen(Picks(False), boards) == 0
