@@ -99,9 +99,6 @@ class PretrainConfig:
     :param seed: (data) seed of the walks, the held-out split, the network and the minibatches
     :param targets: ``"soft"`` (MultiPV softmax) or ``"best"`` (one-hot on the best move)
     :param label_temperature: temperature of the soft targets, in value units (winprob: 0.1 is ~50 cp near 0)
-    :param deep_soft: share of a deep won ending's target (``conversion_depth``) spread as soft targets over its
-        deeper values; the rest is one-hot on its best moves. The soft share ranks a stalemating move (a draw)
-        below every safe one, which one-hot targets do not
     :param heldout_frac: share of the positions (whole walks) held out for the held-out metrics
     :param epochs: passes over the training positions at most
     :param batch_size: positions per minibatch
@@ -132,7 +129,6 @@ class PretrainConfig:
     seed: int = 0
     targets: str = "soft"
     label_temperature: float = 0.3
-    deep_soft: float = 0.0
     heldout_frac: float = 0.05
     epochs: int = 3
     batch_size: int = 256
@@ -166,7 +162,7 @@ class PretrainConfig:
         for name in ("walk_temperature", "label_temperature", "lr", "max_grad_norm", "mate_weight"):
             _number(name, getattr(self, name), lambda v: v > 0, "> 0")
         _number("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0")
-        for name in ("walk_random", "conversion", "deep_soft"):
+        for name in ("walk_random", "conversion"):
             _number(name, getattr(self, name), lambda v: 0 <= v <= 1, "in [0, 1]")
         _number("heldout_frac", self.heldout_frac, lambda v: 0 < v < 1, "in (0, 1)")
         for name, allowed in (("targets", TARGETS), ("lr_schedule", LR_SCHEDULES),
@@ -189,27 +185,20 @@ def _number(name: str, value: Any, valid: Callable[[float], bool], text: str) ->
 # -- training ----------------------------------------------------------------------------------------
 
 
-def move_targets(data: LabelledPositions, kind: str, temperature: float, deep_soft: float = 0.0) -> np.ndarray:
+def move_targets(data: LabelledPositions, kind: str, temperature: float) -> np.ndarray:
     """Per move (CSR order): the target probability ``q`` of ``kind`` (see the module docstring); it sums to 1
-    over each position's legal moves. ``deep_soft``: the share of a deep won ending's target spread as
-    ``softmax(v / temperature)`` over its deeper values, the rest one-hot on its best moves."""
+    over each position's legal moves."""
     if kind not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {kind!r}")
     if kind == "best":
         return data.best().astype(np.float32)
-    rows = np.repeat(np.arange(len(data)), data.counts)
-    deep = np.repeat(data.deep, data.counts)
-    mating = data.row_max(data.mates) > 0
-    soft = _softmax_rows(data, rows, data.values / temperature)
-    # Forced mate or deep won ending: the best-ranked moves share the mass (logit 0, the rest -inf).
-    sharp = _softmax_rows(data, rows, np.where(data.top(), 0.0, -np.inf))
-    q = np.where(mating, sharp, np.where(deep, (1.0 - deep_soft) * sharp + deep_soft * soft, soft))
-    return q.astype(np.float32)
-
-
-def _softmax_rows(data: LabelledPositions, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    sharp = (data.row_max(data.mates) > 0) | np.repeat(data.deep, data.counts)
+    # Forced mate or deep won ending: the best-ranked moves share the mass (logit 0, the rest -inf);
+    # otherwise softmax(v / T).
+    logits = np.where(sharp, np.where(data.top(), 0.0, -np.inf), data.values / temperature)
     weights = np.exp(logits - data.row_max(logits))
-    return weights / np.bincount(rows, weights, minlength=len(data))[rows]
+    rows = np.repeat(np.arange(len(data)), data.counts)
+    return (weights / np.bincount(rows, weights, minlength=len(data))[rows]).astype(np.float32)
 
 
 def observations(fens: Sequence[str]) -> np.ndarray:
@@ -330,7 +319,7 @@ def fit(policy: GRPOPolicy, data: LabelledPositions, config: PretrainConfig, log
     """
     rng = np.random.default_rng([config.seed, 2])
     train_idx, held_idx = split_heldout(data.walks, config.heldout_frac, config.seed)
-    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature, config.deep_soft), config.mate_weight,
+    batches = _Batches(data, move_targets(data, config.targets, config.label_temperature), config.mate_weight,
                        policy.device)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = config.epochs * steps_per_epoch

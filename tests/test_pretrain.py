@@ -72,7 +72,7 @@ def synthetic(n: int) -> LabelledPositions:
     [("n_positions", 0), ("depth", 0), ("depth", 2.5), ("targets", "argmax"), ("label_temperature", 0.0),
      ("heldout_frac", 1.0), ("walk_random", -0.1), ("conversion", 1.5), ("conversion_plies", -1), ("lr", "fast"), ("epochs", True), ("lr_schedule", "step"),
      ("engine_processes", 0), ("weight_decay", -1.0), ("positions", []), ("conversion_keep", "some"),
-     ("torch_threads", 0), ("conversion_depth", 0), ("conversion_depth", 1), ("deep_soft", 1.5)],
+     ("torch_threads", 0), ("conversion_depth", 0), ("conversion_depth", 1)],
 )
 def test_bad_config_values_raise_naming_them(field, value):
     with pytest.raises(ValueError, match=field) as info:
@@ -115,22 +115,6 @@ def test_soft_targets_follow_the_values_and_sum_to_one_over_the_legal_moves():
         assert targets[row][~masks[row]].abs().sum() == 0 and not top[row][~masks[row]].any()
         assert targets[row].sum().item() == pytest.approx(1.0, abs=1e-5)
         assert top[row].any() and (targets[row][top[row]] == targets[row].max()).all()
-
-
-def test_a_deep_won_ending_puts_the_mass_on_its_best_moves_and_deep_soft_mixes_in_the_softmax():
-    data = synthetic(3)
-    data.deep[1] = True
-    rows = slice(data.offsets[1], data.offsets[2])
-    values, top = data.values[rows], data.top()[rows]
-    soft = np.exp((values - values.max()) / 0.3)
-    soft /= soft.sum()
-    sharp = top / top.sum()
-    np.testing.assert_allclose(move_targets(data, "soft", 0.3)[rows], sharp, rtol=1e-6)
-    mixed = move_targets(data, "soft", 0.3, deep_soft=0.25)[rows]
-    np.testing.assert_allclose(mixed, 0.75 * sharp + 0.25 * soft, rtol=1e-5)
-    # the other positions keep their soft targets, whatever deep_soft is
-    other = slice(data.offsets[0], data.offsets[1])
-    np.testing.assert_array_equal(move_targets(data, "soft", 0.3, 0.25)[other], move_targets(data, "soft", 0.3)[other])
 
 
 def test_a_forced_mate_puts_the_mass_on_the_shortest_mates():
