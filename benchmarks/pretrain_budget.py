@@ -46,12 +46,19 @@ TUNE_POSITIONS = 200  # all of the 5%
 
 
 def parse_net(text: str) -> dict[str, Any]:
-    """``"4x64"`` -> ``policy_kwargs`` of a ResNet with 4 blocks of 64 channels."""
+    """``"4x64"`` -> ``policy_kwargs`` of a ResNet with 4 blocks of 64 channels; ``"4x64+attacks"`` the same
+    with its attack planes (``attack_planes=True``)."""
+    size, plus, extra = text.lower().partition("+")
     try:
-        blocks, channels = (int(part) for part in text.lower().split("x"))
+        blocks, channels = (int(part) for part in size.split("x"))
+        if plus and extra != "attacks":
+            raise ValueError
     except ValueError:
-        raise ValueError(f"--net must be BLOCKSxCHANNELS such as 4x64, got {text!r}") from None
-    return {"features_extractor_kwargs": {"n_blocks": blocks, "channels": channels}}
+        raise ValueError(f"--net must be BLOCKSxCHANNELS such as 4x64, or 4x64+attacks, got {text!r}") from None
+    kwargs: dict[str, Any] = {"n_blocks": blocks, "channels": channels}
+    if plus:
+        kwargs["attack_planes"] = True
+    return {"features_extractor_kwargs": kwargs}
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PretrainConfig field")
-    parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS (default 4x64)")
+    parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS, +attacks for its attack planes (default 4x64)")
     parser.add_argument("--eval", choices=("tune", "heldout"), default="tune")
     parser.add_argument("--games", type=int, default=40,
                         help="games against the random mover (heldout: from builtin:eval; tune: from the tune positions)")

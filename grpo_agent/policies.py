@@ -29,6 +29,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from chess_env.encoding import PIECE_PLANES
+from grpo_agent.attacks import N_ATTACK_PLANES, AttackPlanes
+
 #: AlphaZero move planes per from-square: 56 queen-like + 8 knight + 9 underpromotion.
 N_MOVE_PLANES = 73
 #: The logit of an illegal move: sb3-contrib's ``MaskableCategorical`` value, finite so ``p * log p`` stays 0.
@@ -75,9 +78,12 @@ class ChessResNet(BaseFeaturesExtractor):
     :param observation_space: ``Box`` of shape ``(C, 8, 8)``
     :param n_blocks: residual blocks (>= 0)
     :param channels: feature maps per layer (> 0)
+    :param attack_planes: add the 12 attack maps of :class:`~grpo_agent.attacks.AttackPlanes` (computed from
+        the piece planes by fixed convolutions) to the input planes. Off by default (the networks of before)
     """
 
-    def __init__(self, observation_space: spaces.Box, n_blocks: int = 4, channels: int = 64):
+    def __init__(self, observation_space: spaces.Box, n_blocks: int = 4, channels: int = 64,
+                 attack_planes: bool = False):
         shape = observation_space.shape
         if shape is None or len(shape) != 3 or tuple(shape[1:]) != (8, 8):
             raise ValueError(f"ChessResNet needs observations shaped (C, 8, 8), got {shape}")
@@ -87,13 +93,19 @@ class ChessResNet(BaseFeaturesExtractor):
             raise ValueError(f"channels must be > 0, got {channels}")
         super().__init__(observation_space, features_dim=channels * 64)
         groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+        if attack_planes and shape[0] < PIECE_PLANES:
+            raise ValueError(f"attack_planes needs the 12 piece planes first in the observation, got {shape}")
         self.channels = channels
+        self.attacks = AttackPlanes() if attack_planes else None
+        in_planes = shape[0] + (N_ATTACK_PLANES if attack_planes else 0)
         self.stem = nn.Sequential(
-            nn.Conv2d(shape[0], channels, 3, padding=1, bias=False), nn.GroupNorm(groups, channels), nn.ReLU()
+            nn.Conv2d(in_planes, channels, 3, padding=1, bias=False), nn.GroupNorm(groups, channels), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResidualBlock(channels, groups) for _ in range(n_blocks)])
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
+        if self.attacks is not None:
+            observations = th.cat([observations, self.attacks(observations)], dim=1)
         return self.blocks(self.stem(observations)).flatten(1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -28,8 +29,11 @@ except EngineNotFoundError:
 def test_arguments_are_parsed_and_bad_ones_named():
     assert pretrain_budget.parse_net("4x32") == {"features_extractor_kwargs": {"n_blocks": 4, "channels": 32}}
     assert pretrain_budget.parse_sets(["depth=2", "lr=1e-3", "targets=best"]) == {"depth": 2, "lr": 1e-3, "targets": "best"}
-    with pytest.raises(ValueError, match="'wide'"):
-        pretrain_budget.parse_net("wide")
+    assert pretrain_budget.parse_net("4x64+attacks") == {
+        "features_extractor_kwargs": {"n_blocks": 4, "channels": 64, "attack_planes": True}}
+    for bad in ("wide", "4x64+wide"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            pretrain_budget.parse_net(bad)
     with pytest.raises(ValueError, match="'depth'"):
         pretrain_budget.parse_sets(["depth"])
 

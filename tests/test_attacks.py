@@ -1,0 +1,82 @@
+"""Attack planes against python-chess's attackers, on random, tactical and edge-case positions."""
+
+import random
+
+import chess
+import numpy as np
+import pytest
+import torch as th
+
+from chess_env.encoding import observation
+from grpo_agent.attacks import N_ATTACK_PLANES, AttackPlanes
+from grpo_agent.policies import ChessResNet
+
+PIECES = (chess.PAWN, chess.KNIGHT, chess.BISHOP, chess.ROOK, chess.QUEEN, chess.KING)
+
+EDGE_CASES = [
+    chess.STARTING_FEN,
+    "r1bqkbnr/pppp1ppp/2n5/4p3/2B1P3/5Q2/PPPP1PPP/RNB1K1NR w KQkq - 2 3",  # mate in one on f7, Black's view too
+    "r1bqkbnr/pppp1ppp/2n5/4p3/2B1P3/5Q2/PPPP1PPP/RNB1K1NR b KQkq - 2 3",
+    "7k/P7/8/8/8/8/p7/K7 w - - 0 1",  # pawns on their last-but-one ranks, kings in corners
+    "Q6q/8/8/3pP3/8/8/8/q6Q b - d6 0 1",  # queens on every corner, x-rays through each other
+    "8/8/8/3k4/8/2B5/1b6/K7 w - - 0 1",  # a slider next to the board's edge
+]
+
+
+def expected(board: chess.Board) -> np.ndarray:
+    """python-chess's attacker counts, as planes in the observation's frame (rank 0 the mover's back rank)."""
+    out = np.zeros((N_ATTACK_PLANES, 8, 8), dtype=np.float32)
+    for side, colour in enumerate((board.turn, not board.turn)):
+        for t, piece in enumerate(PIECES):
+            mask = board.pieces_mask(piece, colour)
+            for square in chess.SQUARES:
+                frame = square if board.turn == chess.WHITE else chess.square_mirror(square)
+                count = len(board.attackers(colour, square) & chess.SquareSet(mask))
+                out[6 * side + t, chess.square_rank(frame), chess.square_file(frame)] = count
+    return out
+
+
+def random_boards(n: int, seed: int) -> list[chess.Board]:
+    rng = random.Random(seed)
+    boards = []
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randrange(0, 120)):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            board.push(rng.choice(moves))
+        boards.append(board)
+    return boards
+
+
+@pytest.mark.parametrize("history", [0, 2])
+def test_attack_planes_match_python_chess(history):
+    boards = [chess.Board(fen) for fen in EDGE_CASES] + random_boards(60, seed=history)
+    obs = th.as_tensor(np.stack([observation(board, history) for board in boards]))
+    got = AttackPlanes()(obs).numpy()
+    assert got.shape == (len(boards), N_ATTACK_PLANES, 8, 8)
+    for board, planes in zip(boards, got):
+        np.testing.assert_array_equal(planes, expected(board), err_msg=board.fen())
+
+
+def test_attack_planes_see_the_mate():
+    # Qxf7#: the queen attacks f7 and the bishop defends it; the king's escape squares are covered.
+    board = chess.Board(EDGE_CASES[1])
+    planes = AttackPlanes()(th.as_tensor(observation(board))[None])[0]
+    f7 = (chess.square_rank(chess.F7), chess.square_file(chess.F7))
+    assert planes[4][f7] == 1 and planes[2][f7] == 1  # the mover's queen and bishop
+    assert planes[6 + 5][f7] == 1  # the opponent's king guards it
+
+
+def test_resnet_with_attack_planes():
+    space = __import__("gymnasium").spaces.Box(0.0, 1.0, (21, 8, 8), np.float32)
+    plain, attacked = ChessResNet(space, 1, 8), ChessResNet(space, 1, 8, attack_planes=True)
+    assert plain.stem[0].in_channels == 21 and attacked.stem[0].in_channels == 21 + N_ATTACK_PLANES
+    # The kernels are fixed: no parameter beyond the wider stem, none saved in the state dict.
+    assert sum(p.numel() for p in attacked.parameters()) - sum(p.numel() for p in plain.parameters()) == 12 * 8 * 9
+    assert not any("attacks" in key for key in attacked.state_dict())
+    obs = th.as_tensor(np.stack([observation(board) for board in random_boards(4, seed=5)]))
+    assert attacked(obs).shape == (4, 8 * 64)
+    with pytest.raises(ValueError, match="piece planes"):
+        ChessResNet(__import__("gymnasium").spaces.Box(0.0, 1.0, (6, 8, 8), np.float32), attack_planes=True)
