@@ -1,8 +1,10 @@
 """Shared test set-up and helpers (``from conftest import ...``: pytest puts this folder on the path)."""
 
 import os
+import random
 from pathlib import Path
 
+import chess
 import pytest
 import torch
 
@@ -20,6 +22,27 @@ try:
 except EngineNotFoundError:  # tests that need no engine still run
     STOCKFISH = None
 needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
+
+def random_boards(n: int, seed: int, history: bool = False) -> list[chess.Board]:
+    """Distinct non-terminal positions from seeded random play: with ``history``, each with its moves on
+    the stack; otherwise without them and with the move counters normalised to ``0 1``.
+
+    The pool never sends the counters (it sends the EPD plus ``0 1``) because Stockfish's evaluation
+    looks at the 50-move counter; normalising them here lets python-chess send the same position.
+    """
+    rng = random.Random(seed)
+    boards, seen = [], set()
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randint(4, 40)):
+            board.push(rng.choice(list(board.legal_moves)))
+            if board.is_game_over():
+                break
+        if not board.is_game_over() and board._transposition_key() not in seen:
+            seen.add(board._transposition_key())
+            boards.append(board if history else chess.Board(board.epd() + " 0 1"))
+    return boards
+
 
 # Two rows in the Lichess puzzle database format (FEN before the opponent's move).
 PUZZLE_CSV = """\

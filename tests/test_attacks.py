@@ -1,13 +1,13 @@
 """Attack planes against python-chess's attackers, on random, tactical and edge-case positions."""
 
-import random
-
 import chess
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 
 from chess_env.encoding import observation
+from conftest import random_boards
 from grpo_agent.attacks import N_ATTACK_PLANES, AttackPlanes
 from grpo_agent.policies import ChessResNet
 
@@ -36,23 +36,9 @@ def expected(board: chess.Board) -> np.ndarray:
     return out
 
 
-def random_boards(n: int, seed: int) -> list[chess.Board]:
-    rng = random.Random(seed)
-    boards = []
-    while len(boards) < n:
-        board = chess.Board()
-        for _ in range(rng.randrange(0, 120)):
-            moves = list(board.legal_moves)
-            if not moves:
-                break
-            board.push(rng.choice(moves))
-        boards.append(board)
-    return boards
-
-
 @pytest.mark.parametrize("history", [0, 2])
 def test_attack_planes_match_python_chess(history):
-    boards = [chess.Board(fen) for fen in EDGE_CASES] + random_boards(60, seed=history)
+    boards = [chess.Board(fen) for fen in EDGE_CASES] + random_boards(60, seed=history, history=True)
     obs = th.as_tensor(np.stack([observation(board, history) for board in boards]))
     got = AttackPlanes()(obs).numpy()
     assert got.shape == (len(boards), N_ATTACK_PLANES, 8, 8)
@@ -70,7 +56,7 @@ def test_attack_planes_see_the_mate():
 
 
 def test_resnet_with_attack_planes():
-    space = __import__("gymnasium").spaces.Box(0.0, 1.0, (21, 8, 8), np.float32)
+    space = spaces.Box(0.0, 1.0, (21, 8, 8), np.float32)
     plain, attacked = ChessResNet(space, 1, 8), ChessResNet(space, 1, 8, attack_planes=True)
     assert plain.stem[0].in_channels == 21 and attacked.stem[0].in_channels == 21 + N_ATTACK_PLANES
     # The kernels are fixed: no parameter beyond the wider stem, none saved in the state dict.
@@ -79,4 +65,4 @@ def test_resnet_with_attack_planes():
     obs = th.as_tensor(np.stack([observation(board) for board in random_boards(4, seed=5)]))
     assert attacked(obs).shape == (4, 8 * 64)
     with pytest.raises(ValueError, match="piece planes"):
-        ChessResNet(__import__("gymnasium").spaces.Box(0.0, 1.0, (6, 8, 8), np.float32), attack_planes=True)
+        ChessResNet(spaces.Box(0.0, 1.0, (6, 8, 8), np.float32), attack_planes=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import random
 import signal
 import subprocess
 import sys
@@ -24,28 +23,7 @@ import pytest
 
 from chess_env.engine import EngineNotFoundError, EnginePoolError, Position, StockfishPool, find_stockfish
 from chess_env.engine.pool import position
-from conftest import STOCKFISH, alive, needs_stockfish
-
-
-def random_boards(n: int, seed: int, history: bool = False) -> list[chess.Board]:
-    """Distinct non-terminal positions from seeded random play: with ``history``, each with its moves on
-    the stack; otherwise without them and with the move counters normalised to ``0 1``.
-
-    The pool never sends the counters (it sends the EPD plus ``0 1``) because Stockfish's evaluation
-    looks at the 50-move counter; normalising them here lets python-chess send the same position.
-    """
-    rng = random.Random(seed)
-    boards, seen = [], set()
-    while len(boards) < n:
-        board = chess.Board()
-        for _ in range(rng.randint(4, 40)):
-            board.push(rng.choice(list(board.legal_moves)))
-            if board.is_game_over():
-                break
-        if not board.is_game_over() and board._transposition_key() not in seen:
-            seen.add(board._transposition_key())
-            boards.append(board if history else chess.Board(board.epd() + " 0 1"))
-    return boards
+from conftest import STOCKFISH, alive, needs_stockfish, random_boards
 
 
 @pytest.fixture(scope="module")
