@@ -59,8 +59,8 @@ class AttackPlanes(nn.Module):
         for d, (dr, df) in enumerate(_DIRECTIONS):
             for p, piece in enumerate(("B", "R", "Q") * 2):
                 steps[6 * d + p, 0, 1 - dr, 1 - df] = 1.0
-                moves_so = piece == "Q" or (piece == "R") == ((dr, df) in _ORTHOGONAL)
-                keep[0, 6 * d + p] = float(moves_so)
+                slides_so = piece == "Q" or (piece == "R") == ((dr, df) in _ORTHOGONAL)
+                keep[0, 6 * d + p] = float(slides_so)
         self.register_buffer("steps", steps, persistent=False)
         self.register_buffer("keep", keep, persistent=False)
 
