@@ -63,7 +63,8 @@ def make_env(num_envs: int, horizon: int) -> Any:
 
 def net_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ``ChessResNet`` keyword arguments of a config."""
-    return {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"], "attack_planes": cfg.get("attack_planes", False)}
+    return {"n_blocks": cfg["n_blocks"], "channels": cfg["channels"], "attack_planes": cfg.get("attack_planes", False),
+            "check_planes": cfg.get("check_planes", False)}
 
 
 def build_learner(algo: str, cfg: dict[str, Any]) -> tuple[Any, Callable[[], int], Callable[[], int]]:
@@ -242,6 +243,8 @@ CONFIGS = {
     # ... and with its attack planes, as make train now runs it.
     "default_attacks": {"n_blocks": 4, "channels": 64, "attack_planes": True, "batch_size": 256, "n_epochs": 2,
                         "num_envs": 64, "horizon": 16, "group_size": 8},
+    "default_checks": {"n_blocks": 4, "channels": 64, "attack_planes": True, "check_planes": True, "batch_size": 256,
+                       "n_epochs": 2, "num_envs": 64, "horizon": 16, "group_size": 8},
     # benchmarks/compare_ppo.py's laptop preset.
     "laptop": {"n_blocks": 2, "channels": 32, "batch_size": 128, "n_epochs": 2, "num_envs": 64, "horizon": 16,
                "group_size": 8},

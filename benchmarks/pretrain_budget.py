@@ -47,17 +47,18 @@ TUNE_POSITIONS = 200  # all of the 5%
 
 def parse_net(text: str) -> dict[str, Any]:
     """``"4x64"`` -> ``policy_kwargs`` of a ResNet with 4 blocks of 64 channels; ``"4x64+attacks"`` the same
-    with its attack planes (``attack_planes=True``)."""
-    size, plus, extra = text.lower().partition("+")
+    with its attack planes (``attack_planes=True``), ``"4x64+attacks+checks"`` with its check planes too."""
+    size, *extras = text.lower().split("+")
+    planes = {"attacks": "attack_planes", "checks": "check_planes"}
     try:
         blocks, channels = (int(part) for part in size.split("x"))
-        if plus and extra != "attacks":
+        if any(extra not in planes for extra in extras):
             raise ValueError
     except ValueError:
-        raise ValueError(f"--net must be BLOCKSxCHANNELS such as 4x64, or 4x64+attacks, got {text!r}") from None
+        raise ValueError(f"--net must be BLOCKSxCHANNELS such as 4x64, with +attacks and/or +checks, got {text!r}"
+                         ) from None
     kwargs: dict[str, Any] = {"n_blocks": blocks, "channels": channels}
-    if plus:
-        kwargs["attack_planes"] = True
+    kwargs.update({planes[extra]: True for extra in extras})
     return {"features_extractor_kwargs": kwargs}
 
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PretrainConfig field")
-    parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS, +attacks for its attack planes (default 4x64)")
+    parser.add_argument("--net", default="4x64", help="ResNet BLOCKSxCHANNELS, +attacks and +checks for its attack and check planes (default 4x64)")
     parser.add_argument("--eval", choices=("tune", "heldout"), default="tune")
     parser.add_argument("--games", type=int, default=40,
                         help="games against the random mover (heldout: from builtin:eval; tune: from the tune positions)")

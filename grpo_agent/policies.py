@@ -30,7 +30,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from chess_env.encoding import PIECE_PLANES
-from grpo_agent.attacks import N_ATTACK_PLANES, AttackPlanes
+from grpo_agent.attacks import N_ATTACK_PLANES, N_CHECK_PLANES, AttackPlanes, CheckPlanes
 
 #: AlphaZero move planes per from-square: 56 queen-like + 8 knight + 9 underpromotion.
 N_MOVE_PLANES = 73
@@ -80,10 +80,12 @@ class ChessResNet(BaseFeaturesExtractor):
     :param channels: feature maps per layer (> 0)
     :param attack_planes: add the 12 attack maps of :class:`~grpo_agent.attacks.AttackPlanes` (computed from
         the piece planes by fixed convolutions) to the input planes. Off by default (the networks of before)
+    :param check_planes: add the 8 planes of :class:`~grpo_agent.attacks.CheckPlanes` (the squares from which
+        each king would be in check, by each way of giving check). Off by default
     """
 
     def __init__(self, observation_space: spaces.Box, n_blocks: int = 4, channels: int = 64,
-                 attack_planes: bool = False):
+                 attack_planes: bool = False, check_planes: bool = False):
         shape = observation_space.shape
         if shape is None or len(shape) != 3 or tuple(shape[1:]) != (8, 8):
             raise ValueError(f"ChessResNet needs observations shaped (C, 8, 8), got {shape}")
@@ -93,19 +95,22 @@ class ChessResNet(BaseFeaturesExtractor):
             raise ValueError(f"channels must be > 0, got {channels}")
         super().__init__(observation_space, features_dim=channels * 64)
         groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-        if attack_planes and shape[0] < PIECE_PLANES:
-            raise ValueError(f"attack_planes needs the 12 piece planes first in the observation, got {shape}")
+        for name, wanted in (("attack_planes", attack_planes), ("check_planes", check_planes)):
+            if wanted and shape[0] < PIECE_PLANES:
+                raise ValueError(f"{name} needs the 12 piece planes first in the observation, got {shape}")
         self.channels = channels
         self.attacks = AttackPlanes() if attack_planes else None
-        in_planes = shape[0] + (N_ATTACK_PLANES if attack_planes else 0)
+        self.checks = CheckPlanes() if check_planes else None
+        in_planes = shape[0] + (N_ATTACK_PLANES if attack_planes else 0) + (N_CHECK_PLANES if check_planes else 0)
         self.stem = nn.Sequential(
             nn.Conv2d(in_planes, channels, 3, padding=1, bias=False), nn.GroupNorm(groups, channels), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[ResidualBlock(channels, groups) for _ in range(n_blocks)])
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
-        if self.attacks is not None:
-            observations = th.cat([observations, self.attacks(observations)], dim=1)
+        derived = [plane(observations) for plane in (self.attacks, self.checks) if plane is not None]
+        if derived:
+            observations = th.cat([observations, *derived], dim=1)
         return self.blocks(self.stem(observations)).flatten(1)
 
 

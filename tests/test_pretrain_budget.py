@@ -31,7 +31,9 @@ def test_arguments_are_parsed_and_bad_ones_named():
     assert pretrain_budget.parse_sets(["depth=2", "lr=1e-3", "targets=best"]) == {"depth": 2, "lr": 1e-3, "targets": "best"}
     assert pretrain_budget.parse_net("4x64+attacks") == {
         "features_extractor_kwargs": {"n_blocks": 4, "channels": 64, "attack_planes": True}}
-    for bad in ("wide", "4x64+wide"):
+    assert pretrain_budget.parse_net("4x64+attacks+checks") == {
+        "features_extractor_kwargs": {"n_blocks": 4, "channels": 64, "attack_planes": True, "check_planes": True}}
+    for bad in ("wide", "4x64+wide", "4x64+attacks+pins"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             pretrain_budget.parse_net(bad)
     with pytest.raises(ValueError, match="'depth'"):
