@@ -194,3 +194,35 @@ def test_stalemate_traps_offer_a_stalemate_and_no_mate_and_are_counted():
 
     assert traps_fallen(Picks(True), boards) == 20
     assert traps_fallen(Picks(False), boards) == 0
+
+
+def test_puzzle_probabilities_counts_ranks_and_lost_puzzles(tmp_path):
+    from benchmarks import puzzle_probabilities
+    from chess_env.puzzles import PUZZLES_FILE
+    from conftest import save_tiny_model
+
+    def row(pid, theme, p, rank, top):
+        return {"id": pid, "theme": theme, "p_solution": p, "rank": rank, "p_top": top, "top": "e4"}
+
+    stats = {"pretrained": [row("a", "mateIn1", 0.3, 1, 0.3), row("b", "mateIn1", 0.1, 3, 0.5), row("c", "winMaterial", 0.2, 1, 0.2)],
+             "final": [row("a", "mateIn1", 0.4, 2, 0.5), row("b", "mateIn1", 0.6, 1, 0.6), row("c", "winMaterial", 0.9, 1, 0.9)]}
+    summary = puzzle_probabilities.summarize(stats)
+    assert summary["mateIn1"]["n"] == 2 and summary["all"]["n"] == 3
+    assert summary["mateIn1"]["pretrained"] == {"p_solution": pytest.approx(0.2), "p_top": pytest.approx(0.4), "rank1": 1, "top3": 2}
+    assert summary["mateIn1"]["final"]["rank1"] == 1 and summary["all"]["final"]["top3"] == 3
+    assert [lost["id"] for lost in summary["all"]["lost"]] == ["a"] and summary["winMaterial"]["lost"] == []
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_tiny_model(run / "pretrained_model.zip")
+    with pytest.raises(FileNotFoundError, match="final_model.zip"):
+        puzzle_probabilities.main([str(run)])
+    save_tiny_model(run / "final_model.zip", sharpen=50.0)
+    csv_path = tmp_path / "puzzles.csv"
+    csv_path.write_text("".join(PUZZLES_FILE.read_text().splitlines(keepends=True)[:7]))
+    result = puzzle_probabilities.main([str(run), "--puzzles", str(csv_path), "--out", str(tmp_path / "out.json")])
+    total = result["runs"][str(run)]["all"]
+    assert total["n"] == 6 and json.loads((tmp_path / "out.json").read_text()) == result
+    # The same untrained network, its head scaled by 50: the same ranking, a sharper distribution.
+    assert total["pretrained"]["rank1"] == total["final"]["rank1"] and total["pretrained"]["top3"] == total["final"]["top3"]
+    assert total["final"]["p_top"] > total["pretrained"]["p_top"] and total["lost"] == []
