@@ -138,3 +138,17 @@ def test_resnet_with_check_planes():
     np.testing.assert_allclose(both(obs).detach(), both.blocks(both.stem(stem_input)).flatten(1).detach())
     with pytest.raises(ValueError, match="check_planes needs the 12 piece planes"):
         ChessResNet(spaces.Box(0.0, 1.0, (6, 8, 8), np.float32), check_planes=True)
+
+
+def test_a_model_with_both_planes_saves_and_loads(tmp_path):
+    from chess_env.vector import ChessVectorEnv
+    from grpo_agent import GRPO
+
+    kwargs = dict(features_extractor_kwargs=dict(n_blocks=1, channels=8, attack_planes=True, check_planes=True))
+    model = GRPO("ChessResNetPolicy", ChessVectorEnv(2, shaping=False), group_size=2, seed=0, policy_kwargs=kwargs)
+    model.save(tmp_path / "m.zip")
+    loaded = GRPO.load(tmp_path / "m.zip", device="cpu")
+    assert loaded.policy.features_extractor.checks is not None and loaded.policy.features_extractor.attacks is not None
+    obs = th.as_tensor(np.stack([observation(board) for board in random_boards(3, seed=7)]))
+    with th.no_grad():
+        np.testing.assert_array_equal(loaded.policy.logits(obs).numpy(), model.policy.logits(obs).numpy())
