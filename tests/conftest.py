@@ -23,6 +23,7 @@ except EngineNotFoundError:  # tests that need no engine still run
     STOCKFISH = None
 needs_stockfish = pytest.mark.skipif(STOCKFISH is None, reason="Stockfish is not installed")
 
+
 def random_boards(n: int, seed: int, history: bool = False) -> list[chess.Board]:
     """Distinct non-terminal positions from seeded random play: with ``history``, each with its moves on
     the stack; otherwise without them and with the move counters normalised to ``0 1``.
