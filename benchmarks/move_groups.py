@@ -9,8 +9,8 @@ are evaluated the same way.
     python -m benchmarks.move_groups --seconds 180 --seeds 0 1 2 [--methods moves games ppo]
 
 One JSON per (method, seed) under ``benchmarks/results/move_groups/`` (a rerun skips finished ones), the summary
-in ``benchmarks/results/move_groups.json``, and a table (mean +- 95% t-interval over seeds; pooled W/D/L with a
-Wilson interval for the games).
+in ``benchmarks/results/move_groups.json``, per-seed dots in ``move_groups.png``, and a table (mean +- 95%
+t-interval over seeds; pooled W/D/L with a Wilson interval for the games).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from benchmarks.common import RESULTS_DIR, limit_threads, machine_info, mean_ci
 from grpo_agent.save_util import write_json
 
 NET = {"features_extractor_kwargs": {"n_blocks": 4, "channels": 64}}
+#: ``--planes``: the same trunk reading the attack and check planes, as ``make train``'s network does.
+PLANES = {"attack_planes": True, "check_planes": True}
 ENV = {"start_positions": "builtin", "reward_transform": "winprob", "max_plies": 200}
 #: method -> (env overrides, algorithm, constructor kwargs)
 METHODS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
@@ -115,22 +117,24 @@ def evaluate(policy: Any) -> dict[str, Any]:
     return out
 
 
-def train(method: str, seed: int, seconds: float, update_threads: bool = False) -> tuple[Any, dict[str, Any]]:
+def train(method: str, seed: int, seconds: float, update_threads: bool = False,
+          planes: bool = False) -> tuple[Any, dict[str, Any]]:
     from chess_env import ChessVectorEnv
     from chess_env.sb3 import ChessVecEnv
     from grpo_agent import GRPO
 
     env_overrides, algo, kwargs = METHODS[method]
+    net = {**NET["features_extractor_kwargs"], **(PLANES if planes else {})}
     env = ChessVectorEnv(NUM_ENVS, engine_processes=2, **{**ENV, **env_overrides})
     if algo == "grpo":
-        model = GRPO("ChessResNetPolicy", env, policy_kwargs=NET, seed=seed, **kwargs)
+        model = GRPO("ChessResNetPolicy", env, policy_kwargs={"features_extractor_kwargs": net}, seed=seed, **kwargs)
     else:
         from sb3_contrib import MaskablePPO
 
         from benchmarks.common import _maskable_policy_class
         from grpo_agent.policies import ChessResNet
 
-        policy_kwargs = {"features_extractor_class": ChessResNet, "features_extractor_kwargs": NET["features_extractor_kwargs"],
+        policy_kwargs = {"features_extractor_class": ChessResNet, "features_extractor_kwargs": net,
                          "net_arch": {"pi": [], "vf": [64]}, "ortho_init": False, "normalize_images": False}
         model = MaskablePPO(_maskable_policy_class(), ChessVecEnv(env), policy_kwargs=policy_kwargs, seed=seed, **kwargs)
     start = time.perf_counter()
@@ -148,14 +152,16 @@ def train(method: str, seed: int, seconds: float, update_threads: bool = False) 
     return model, info
 
 
-def run_one(method: str, seed: int, seconds: float, out_dir: Path, update_threads: bool = False) -> dict[str, Any]:
+def run_one(method: str, seed: int, seconds: float, out_dir: Path, update_threads: bool = False,
+            planes: bool = False) -> dict[str, Any]:
     path = out_dir / f"{method}_seed{seed}.json"
     if path.is_file():
         import json
 
         record = json.loads(path.read_text())
+        same_eval = record.get("eval") == json.loads(json.dumps(EVAL))  # tuples: lists
         if (record.get("seconds") == seconds and record.get("update_threads", False) == update_threads
-                and record.get("eval") == json.loads(json.dumps(EVAL))):  # tuples: lists
+                and record.get("planes", False) == planes and same_eval):
             return record
     limit_threads(1)
     if method in ("random", "material_greedy"):
@@ -164,8 +170,9 @@ def run_one(method: str, seed: int, seconds: float, out_dir: Path, update_thread
         policy: Any = RandomPolicy(np.random.default_rng(seed)) if method == "random" else material_greedy
         info: dict[str, Any] = {}
     else:
-        policy, info = train(method, seed, seconds, update_threads)
-    record = {"method": method, "seed": seed, "seconds": seconds, "update_threads": update_threads, **info,
+        policy, info = train(method, seed, seconds, update_threads, planes)
+    record = {"method": method, "seed": seed, "seconds": seconds, "update_threads": update_threads, "planes": planes,
+              **info,
               **evaluate(policy), "eval": EVAL,
               "config": METHODS.get(method), "machine": machine_info()}
     write_json(path, record)
@@ -203,6 +210,32 @@ def print_table(summary: dict[str, Any], seconds: float) -> None:
         print(f"{method:<16}{cell('acpl')}{cell('best_move_rate', True)}{cell('puzzles', True)}{games:>32}{plies}")
 
 
+def plot(records: list[dict[str, Any]], seconds: float, path: Path) -> None:
+    """One panel per held-out metric: each seed a dot, the mean a bar, per method (the seeds' spread at a glance)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    metrics = (("acpl", "ACPL (depth 10, lower is better)", 1.0), ("best_move_rate", "engine's best move (%)", 100.0),
+               ("puzzles", "puzzles solved (%)", 100.0), ("score_vs_random", "score vs random mover", 1.0))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8))
+    for ax, (key, label, scale) in zip(axes, metrics):
+        for i, method in enumerate(methods):
+            values = [r[key] * scale for r in records if r["method"] == method and key in r]
+            if not values:
+                continue
+            ax.bar(i, float(np.mean(values)), color="lightgray", width=0.6)
+            ax.plot([i] * len(values), values, "o", color="tab:blue", ms=5)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_title(label, fontsize=10)
+    fig.suptitle(f"{seconds:.0f} s of training each, held-out judge; dots = seeds, bars = mean")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=180.0, help="training wall-clock per run")
@@ -212,13 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "move_groups")
     parser.add_argument("--update-threads", action="store_true",
                         help="each update on every core (UpdateThreads, as grpo-chess train); default: one thread")
+    parser.add_argument("--planes", action="store_true",
+                        help="the network reads the attack and check planes (make train's); default: the plain trunk")
     args = parser.parse_args(argv)
     # Seed-major, so load from other work on the machine falls on every method alike.
-    records = [run_one(m, s, args.seconds, args.out, args.update_threads) for s in args.seeds for m in args.methods]
+    records = [run_one(m, s, args.seconds, args.out, args.update_threads, args.planes)
+               for s in args.seeds for m in args.methods]
     summary = summarize(records)
     print_table(summary, args.seconds)
-    write_json(RESULTS_DIR / f"{args.out.name}.json", {"seconds": args.seconds, "update_threads": args.update_threads,
-                                                      "summary": summary, "eval": EVAL, "machine": machine_info()})
+    plot([r for r in records if "acpl" in r], args.seconds, RESULTS_DIR / f"{args.out.name}.png")
+    write_json(RESULTS_DIR / f"{args.out.name}.json", {
+        "seconds": args.seconds, "update_threads": args.update_threads, "planes": args.planes, "summary": summary,
+        "eval": EVAL, "machine": machine_info()})
     return 0
 
 
