@@ -226,3 +226,35 @@ def test_puzzle_probabilities_counts_ranks_and_lost_puzzles(tmp_path):
     # The same untrained network, its head scaled by 50: the same ranking, a sharper distribution.
     assert total["pretrained"]["rank1"] == total["final"]["rank1"] and total["pretrained"]["top3"] == total["final"]["top3"]
     assert total["final"]["p_top"] > total["pretrained"]["p_top"] and total["lost"] == []
+
+
+def test_move_groups_summary_ranges_and_plot(tmp_path):
+    from benchmarks import move_groups
+
+    records = [{"method": m, "seed": s, "acpl": a, "best_move_rate": b, "accuracy": 60.0, "puzzles": p,
+                "plies": 1000, "score_vs_random": 0.7, "wdl_vs_random": [w, 40 - w, 0]}
+               for m, s, a, b, p, w in (("moves_d1", 0, 160.0, 0.20, 0.19, 20), ("moves_d1", 1, 168.0, 0.19, 0.21, 18),
+                                        ("games", 0, 190.0, 0.13, 0.12, 17), ("games", 1, 210.0, 0.14, 0.16, 19))]
+    summary = move_groups.summarize(records)
+    assert summary["moves_d1"]["acpl"]["range"] == [160.0, 168.0]
+    assert summary["games"]["acpl"]["mean"] == pytest.approx(200.0)
+    assert summary["moves_d1"]["vs_random"]["wdl"] == [38, 42, 0]
+    path = tmp_path / "mg.png"
+    move_groups.plot(records, 360.0, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_move_groups_reuses_a_finished_run_only_of_the_same_network(tmp_path, monkeypatch):
+    from benchmarks import move_groups
+
+    def no_training(*args, **kwargs):
+        raise RuntimeError("trained")
+
+    monkeypatch.setattr(move_groups, "train", no_training)
+    monkeypatch.setattr(move_groups, "limit_threads", lambda n: None)
+    record = {"method": "moves_d1", "seed": 0, "seconds": 360.0, "update_threads": True, "planes": True,
+              "acpl": 160.0, "eval": json.loads(json.dumps(move_groups.EVAL))}
+    (tmp_path / "moves_d1_seed0.json").write_text(json.dumps(record))
+    assert move_groups.run_one("moves_d1", 0, 360.0, tmp_path, update_threads=True, planes=True) == record
+    with pytest.raises(RuntimeError, match="trained"):
+        move_groups.run_one("moves_d1", 0, 360.0, tmp_path, update_threads=True, planes=False)
