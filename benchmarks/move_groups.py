@@ -172,9 +172,7 @@ def run_one(method: str, seed: int, seconds: float, out_dir: Path, update_thread
     else:
         policy, info = train(method, seed, seconds, update_threads, planes)
     record = {"method": method, "seed": seed, "seconds": seconds, "update_threads": update_threads, "planes": planes,
-              **info,
-              **evaluate(policy), "eval": EVAL,
-              "config": METHODS.get(method), "machine": machine_info()}
+              **info, **evaluate(policy), "eval": EVAL, "config": METHODS.get(method), "machine": machine_info()}
     write_json(path, record)
     return record
 
