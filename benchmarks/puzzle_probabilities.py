@@ -21,12 +21,13 @@ solve rate sees only the re-ranking. Run it on held-out puzzles to explain a res
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import chess
 import numpy as np
+
+from grpo_agent.save_util import write_json
 
 STAGES = ("pretrained", "final")
 
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{b['p_top']:.2f} -> {a['p_top']:.2f} | {b['rank1']} -> {a['rank1']} | {b['top3']} -> {a['top3']} | "
                   f"{len(s['lost'])} |")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        write_json(args.out, result, indent=1)
         print(f"wrote {args.out}")
     return result
 
